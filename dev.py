@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""labelcb's developer commands. Each one creates the environment it needs when it is missing, then runs.
+
+    python3 dev.py demo [labelcb demo options]   # the main job: `labelcb demo` on the bundled digits
+    python3 dev.py test                          # every check CI runs (.ci/run calls this)
+    python3 dev.py readme                        # write README.md from nbs/index.ipynb
+    python3 dev.py env                           # only create/refresh the environments
+
+Two environments, kept outside the checkout so clones and CI runs share them (`LABELCB_ENVS`, default
+`~/.cache/labelcb/envs`), each named by a hash of its requirements so a change of requirements makes a new one:
+- `dev-*`: the nbdev toolchain (nbdev 2.4.14 needs fastcore<2 and execnb<0.2, hence fastai 2.8.6-2.8.7);
+- `latest-*`: the newest fastai/fastcore/torch from the registry, refreshed weekly; it gets labelcb from a wheel
+  built here and installed offline (`--no-index`), the way a Kaggle notebook without internet would.
+Only the standard library is used here: this file must run on a machine with nothing but Python and git.
+"""
+import configparser, datetime, hashlib, os, shlex, shutil, subprocess, sys, tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+ENVS = Path(os.environ.get('LABELCB_ENVS', Path.home()/'.cache'/'labelcb'/'envs'))
+
+
+def settings():
+    cfg = configparser.ConfigParser(delimiters=['='])
+    cfg.read(ROOT/'settings.ini', encoding='utf-8')
+    return cfg['DEFAULT']
+
+
+def say(msg): print(f'\n=== {msg}', flush=True)
+
+
+def run(*cmd, env=None, cwd=ROOT, check=True):
+    print('$', ' '.join(shlex.quote(str(c)) for c in cmd), flush=True)
+    res = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env)
+    if check and res.returncode: raise SystemExit(f'failed ({res.returncode}): {" ".join(map(str, cmd))}')
+    return res.returncode
+
+
+def _prune(prefix, keep):
+    "Remove older environments of one lane, keeping the newest two, so the cache does not grow without end."
+    olds = sorted((p for p in ENVS.glob(prefix + '-*') if p != keep and p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for p in olds[:-1]: shutil.rmtree(p, ignore_errors=True)
+
+
+def ensure_env(lane):
+    "Path of the `lane` ('dev' or 'latest') environment, created first if missing or incomplete."
+    if sys.version_info < (3, 10): raise SystemExit('labelcb needs Python 3.10 or newer')
+    cfg = settings()
+    reqs = shlex.split(cfg['requirements']) + shlex.split(cfg['test_requirements'])
+    reqs += shlex.split(cfg['dev_requirements']) if lane == 'dev' else ['fastai', 'fastcore']
+    reqs = list(dict.fromkeys(reqs))
+    # the latest lane re-resolves once a week, so it follows the newest releases
+    key = ' '.join(sorted(reqs)) + sys.version + (datetime.date.today().strftime('%G-%V') if lane == 'latest' else '')
+    env = ENVS/f'{lane}-{hashlib.sha256(key.encode()).hexdigest()[:12]}'
+    done = env/'.labelcb-complete'
+    if not done.exists():
+        say(f'creating the {lane} environment in {env} (first run only: several minutes, about 6 GB)')
+        shutil.rmtree(env, ignore_errors=True)
+        ENVS.mkdir(parents=True, exist_ok=True)
+        run(sys.executable, '-m', 'venv', env)
+        pip = [env/'bin'/'python', '-m', 'pip', 'install', '--disable-pip-version-check', '-q']
+        run(*pip, '--upgrade', 'pip', 'setuptools', 'wheel')
+        run(*pip, *(['--upgrade', '--upgrade-strategy', 'eager'] if lane == 'latest' else []), *reqs)
+        run(env/'bin'/'python', '-c', 'import torch, torchvision, fastai; from torchvision.ops import nms; '
+            'print("torch", torch.__version__, "torchvision", torchvision.__version__, "fastai", fastai.__version__)')
+        done.write_text(key)
+        _prune(lane, env)
+    if lane == 'dev':  # a stable name for editors and the before-stop hook
+        link = ROOT/'.venv'
+        if link.is_symlink() or not link.exists():
+            if link.is_symlink(): link.unlink()
+            link.symlink_to(env)
+    return env
+
+
+def dev_environ(env):
+    "Environment variables for running the checkout's own `labelcb` with `env`'s Python."
+    e = dict(os.environ, PATH=f"{env/'bin'}{os.pathsep}{os.environ.get('PATH', '')}", VIRTUAL_ENV=str(env))
+    e['PYTHONPATH'] = os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get('PYTHONPATH')] if p])
+    e.setdefault('MPLBACKEND', 'Agg')
+    return e
+
+
+def readme_text():
+    "README.md made from nbs/index.ipynb: markdown cells as they are, code cells as python blocks; `#| hide` cells left out"
+    import json
+    nb = json.loads((ROOT/'nbs'/'index.ipynb').read_text(encoding='utf-8'))
+    parts = ['<!-- Generated from nbs/index.ipynb by `python3 dev.py readme`: edit the notebook, not this file. -->']
+    for cell in nb['cells']:
+        lines = ''.join(cell['source']).splitlines()
+        directives = [l for l in lines if l.startswith('#|')]
+        if any(d.split()[1:2] == ['hide'] for d in directives): continue
+        src = '\n'.join(l for l in lines if not l.startswith('#|')).strip()
+        if src: parts.append(src if cell['cell_type'] == 'markdown' else f'```python\n{src}\n```')
+    return '\n\n'.join(parts) + '\n'
+
+
+def cmd_readme():
+    (ROOT/'README.md').write_text(readme_text(), encoding='utf-8')
+    print('wrote README.md')
+
+
+def _snapshot(paths):
+    res = {}
+    for p in paths:
+        for f in sorted(Path(ROOT/p).rglob('*')):
+            if f.is_file() and '.ipynb_checkpoints' not in f.parts and '__pycache__' not in f.parts:
+                res[str(f.relative_to(ROOT))] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return res
+
+
+def _changed(before, after): return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+
+
+def cmd_test(args):
+    t0 = datetime.datetime.now()
+    env = ensure_env('dev')
+    e = dev_environ(env)
+    failures = []
+
+    say('1/4 nbdev hygiene: notebooks clean, library exported, README made from nbs/index.ipynb')
+    before = _snapshot(['nbs', 'labelcb']) | {'README.md': hashlib.sha256((ROOT/'README.md').read_bytes()).hexdigest()}
+    run(env/'bin'/'nbdev_clean', env=e)
+    run(env/'bin'/'nbdev_export', env=e)
+    after = _snapshot(['nbs', 'labelcb']) | {'README.md': hashlib.sha256(readme_text().encode()).hexdigest()}
+    if changed := _changed(before, after):
+        failures.append('hygiene')
+        print('These files are not what nbdev_clean/nbdev_export/dev.py readme make of the notebooks '
+              '(they have now been rewritten; run `python3 dev.py readme` for README.md, review and commit):')
+        for c in changed: print('   ', c)
+
+    say('2/4 nbdev_test on the notebooks (cells flagged `slow` are skipped)')
+    if run(env/'bin'/'nbdev_test', '--do_print', '--timing', env=e, check=False): failures.append('nbdev_test')
+
+    say('3/4 pytest tests/ (dev environment, fastai 2.8.7, the checkout itself)')
+    if run(env/'bin'/'python', '-m', 'pytest', '-q', 'tests', env=e, check=False): failures.append('pytest (dev)')
+
+    say('4/4 pytest tests/ against the newest fastai, labelcb installed offline from a wheel')
+    latest = ensure_env('latest')
+    with tempfile.TemporaryDirectory() as wheels:
+        run(env/'bin'/'python', '-m', 'pip', 'wheel', '-q', '--disable-pip-version-check', '--no-deps', '-w', wheels, '.', env=e)
+        whl = next(Path(wheels).glob('labelcb-*.whl'))
+        run(latest/'bin'/'python', '-m', 'pip', 'install', '-q', '--disable-pip-version-check', '--no-index',
+            '--no-deps', '--force-reinstall', whl)
+    le = dict(os.environ, LABELCB_EXPECT_INSTALLED='1', MPLBACKEND='Agg')
+    le.pop('PYTHONPATH', None)
+    run(latest/'bin'/'python', '-c', 'import fastai, fastcore, torch; print("latest lane: fastai", fastai.__version__, '
+        '"fastcore", fastcore.__version__, "torch", torch.__version__)', env=le)
+    # the pytest script (not `python -m pytest`) keeps the checkout off sys.path, so the installed wheel is tested
+    if run(latest/'bin'/'pytest', '-q', '-p', 'no:cacheprovider', 'tests', env=le, check=False):
+        failures.append('pytest (latest fastai)')
+
+    secs = (datetime.datetime.now() - t0).total_seconds()
+    if failures:
+        print(f'\nFAILED: {", ".join(failures)} ({secs:.0f} s)')
+        raise SystemExit(1)
+    print(f'\nall checks passed ({secs:.0f} s)')
+
+
+def main(argv):
+    if not argv or argv[0] in ('-h', '--help', 'help'): print(__doc__); return
+    cmd, args = argv[0], argv[1:]
+    if cmd == 'demo':
+        env = ensure_env('dev')
+        raise SystemExit(run(env/'bin'/'python', '-m', 'labelcb', 'demo', *args, env=dev_environ(env), check=False))
+    if cmd == 'test': return cmd_test(args)
+    if cmd == 'readme': return cmd_readme()
+    if cmd == 'env': ensure_env('dev'); ensure_env('latest'); return
+    raise SystemExit(f'unknown command {cmd!r}\n{__doc__}')
+
+
+if __name__ == '__main__': main(sys.argv[1:])

@@ -1,0 +1,7 @@
+"Every public name of labelcb: `from labelcb.all import *`"
+from .losses import *
+from .items import *
+from .table import *
+from .noise import *
+from .data import *
+from .demo import *

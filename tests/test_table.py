@@ -1,0 +1,107 @@
+"LabelTable and LabelCallback on the ways users build data, and their errors."
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+from fastai.vision.all import (BCEWithLogitsLossFlat, Callback, CrossEntropyLossFlat, ImageDataLoaders, Learner, MixUp,
+                               MSELossFlat, RegressionBlock, DataBlock, ImageBlock, PILImage, IndexSplitter, Resize,
+                               accuracy_multi, vision_learner, resnet18, accuracy)
+from labelcb.all import (LabelCallback, LabelTable, SoftBCEWithLogitsLoss, digits_df, digits_dls, multi_digits_df,
+                         multi_digits_path, noisy_digits_df)
+
+
+def small_digits(df=None, n_train=200, n_valid=64):
+    df = digits_df() if df is None else df
+    return pd.concat([df[df.split == 'train'].iloc[:n_train], df[df.split == 'valid'].iloc[:n_valid]])
+
+
+def test_table_ids_are_paths_for_folders(id_images):
+    dls = ImageDataLoaders.from_folder(id_images, train='train', valid='valid', bs=8)
+    t = LabelTable.from_dls(dls)
+    assert list(t.ids) == [str(p) for p in dls.train_ds.items]
+    assert [t.vocab[i] for i in t.original.tolist()] == [p.parent.name for p in dls.train_ds.items]
+
+
+def test_multi_label_table_and_callback():
+    df = multi_digits_df()
+    df = pd.concat([df[df.split == 'train'].iloc[:96], df[df.split == 'valid'].iloc[:32]])
+    dls = ImageDataLoaders.from_df(df, multi_digits_path(), fn_col='file', label_col='labels', label_delim=' ',
+                                   valid_col='is_valid', item_tfms=Resize((16, 48)), bs=16)
+    t = LabelTable.from_dls(dls)
+    assert t.multi_label and t.targets.shape == (96, 10)
+    assert t.to_df().label.tolist() == df[df.split == 'train']['labels'].tolist()
+    learn = Learner(dls, nn.Sequential(nn.Flatten(), nn.Linear(3*16*48, 10)), loss_func=BCEWithLogitsLossFlat(),
+                    metrics=accuracy_multi, cbs=[LabelCallback(), MixUp()])
+    class Spy(Callback):
+        order = 1
+        def before_batch(self):
+            if self.training: self.lf = type(self.learn.loss_func)
+    spy = Spy()
+    learn.fit(1, cbs=spy)
+    assert spy.lf is SoftBCEWithLogitsLoss
+    assert type(learn.loss_func).__name__ == 'BCEWithLogitsLossFlat'
+
+
+def test_regression_and_bad_losses_are_refused():
+    df = small_digits()
+    dblock = DataBlock(blocks=(ImageBlock, RegressionBlock), get_x=lambda r: PILImage.create(np.zeros((4, 4, 3), np.uint8)),
+                       get_y=lambda r: float(r.label), splitter=lambda items: (list(range(200)), list(range(200, 264))))
+    dls = dblock.dataloaders(df, bs=16)
+    with pytest.raises(TypeError, match='regression'): LabelTable.from_dls(dls)
+    learn = Learner(digits_dls(df, size=8, bs=32), nn.Sequential(nn.Flatten(), nn.Linear(192, 10)),
+                    loss_func=MSELossFlat(), cbs=LabelCallback())
+    with pytest.raises(TypeError, match='SoftCrossEntropyLoss'): learn.fit(1)
+
+
+def test_fine_tune_keeps_table_and_source_untouched():
+    df = small_digits(noisy_digits_df(0.3))
+    before = df.copy()
+    dls = digits_dls(df, size=16, bs=32)
+    learn = vision_learner(dls, resnet18, pretrained=False, metrics=accuracy, cbs=LabelCallback())
+    tables = []
+    class Grab(Callback):
+        def after_train(self): tables.append(self.learn.label.table)
+    learn.fine_tune(1, freeze_epochs=1, cbs=Grab())
+    assert len(tables) == 2 and tables[0] is tables[1]
+    pd.testing.assert_frame_equal(df, before)
+    out = learn.label.table.apply_to(df, 'label')
+    pd.testing.assert_frame_equal(out, before)  # nothing corrected: same labels, same dtypes
+    assert out is not df
+
+
+def test_resume_with_saved_table(tmp_path):
+    df = small_digits(noisy_digits_df(0.3))
+    dls = digits_dls(df, size=8, bs=32)
+    learn = Learner(dls, nn.Sequential(nn.Flatten(), nn.Linear(192, 10)), cbs=LabelCallback(), path=tmp_path)
+    learn.fit(1)
+    t = learn.label.table
+    t.update([0, 1], torch.tensor([3, 4]), why='test')
+    t.save(tmp_path/'labels.pth')
+    learn.save('model')
+    # a new session: new learner, same data; the loaded table continues where the old one stopped
+    learn2 = Learner(digits_dls(df, size=8, bs=32), nn.Sequential(nn.Flatten(), nn.Linear(192, 10)), path=tmp_path,
+                     cbs=LabelCallback(LabelTable.from_dls(dls).load(tmp_path/'labels.pth')))
+    learn2.load('model')
+    learn2.fit(1)
+    assert learn2.label.table.labels[:2].tolist() == [3, 4]
+    assert len(learn2.label.table.log) == len(t.log)
+
+
+def test_two_label_callbacks_share_one_table():
+    df = small_digits()
+    class Other(LabelCallback): pass
+    learn = Learner(digits_dls(df, size=8, bs=32), nn.Sequential(nn.Flatten(), nn.Linear(192, 10)),
+                    cbs=[LabelCallback(), Other()])
+    learn.fit(1)
+    assert learn.label.table is learn.other.table
+
+
+def test_table_input_errors():
+    with pytest.raises(ValueError, match='class indices'): LabelTable(torch.tensor([0, 1]), vocab=['a'])
+    with pytest.raises(ValueError, match='class names'): LabelTable(torch.eye(2), vocab=['a', 'b', 'c'])
+    with pytest.raises(ValueError, match='ids'): LabelTable(torch.tensor([0, 1]), ids=['x'])
+    t = LabelTable(torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match='rows'): t.update([0, 1], torch.rand(2, 5), why='x')
+    df = pd.DataFrame({'label': [0, 1]}, index=[10, 11])
+    with pytest.raises(KeyError, match='not in the frame'): t.apply_to(df, 'label')
