@@ -3,6 +3,7 @@
 
     python3 dev.py demo [labelcb demo options]   # the main job: `labelcb demo` on the bundled digits
     python3 dev.py test                          # every check CI runs (.ci/run calls this)
+    python3 dev.py bench NAME [options]          # run benchmarks/NAME.py (writes benchmarks/results/NAME.*)
     python3 dev.py readme                        # write README.md from nbs/index.ipynb
     python3 dev.py env                           # only create/refresh the environments
 
@@ -163,6 +164,11 @@ def main(argv):
     if cmd == 'demo':
         env = ensure_env('dev')
         raise SystemExit(run(env/'bin'/'python', '-m', 'labelcb', 'demo', *args, env=dev_environ(env), check=False))
+    if cmd == 'bench':
+        if not args or not (ROOT/'benchmarks'/f'{args[0]}.py').exists():
+            raise SystemExit(f"name a benchmark: {', '.join(sorted(p.stem for p in (ROOT/'benchmarks').glob('*.py')))}")
+        env = ensure_env('dev')
+        raise SystemExit(run(env/'bin'/'python', ROOT/'benchmarks'/f'{args[0]}.py', *args[1:], env=dev_environ(env), check=False))
     if cmd == 'test': return cmd_test(args)
     if cmd == 'readme': return cmd_readme()
     if cmd == 'env': ensure_env('dev'); ensure_env('latest'); return

@@ -2,6 +2,7 @@
 from .losses import *
 from .items import *
 from .table import *
+from .plc import *
 from .noise import *
 from .data import *
 from .demo import *

@@ -28,5 +28,5 @@ def test_command_line_version():
 def test_demo_runs_one_epoch(tmp_path):
     from labelcb.demo import run_demo
     res = run_demo(noise_kind='pair', noise_rate=0.2, epochs=1, out=tmp_path, verbose=False)
-    assert list(res.method) == ['plain (clean labels)', 'plain']
+    assert list(res.method) == ['plain (clean labels)', 'plain', 'PLC (diff)', 'PLC (ratio)']
     assert (tmp_path/'demo.png').exists() and (tmp_path/'demo.csv').exists()
