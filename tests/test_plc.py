@@ -106,3 +106,19 @@ def test_schedules_and_errors():
     with pytest.raises(ValueError, match=r'\[0, 1\]'): PLC(theta=lambda pos: 2*pos)
     with pytest.raises(ValueError, match='warmup'): PLC(warmup=-1)
     with pytest.raises(ValueError, match='window'): PLC('ratio', window=0)
+
+
+def test_show_corrections_titles_are_original_to_current_labels():
+    "Regression: titles once showed floats ('1 → 1.0') and items corrected back to their original label"
+    df = small()
+    learn = fit(df, [PLC(theta=0.)], epochs=4)
+    p = learn.progressive_label_correction
+    fig = p.show_corrections(max_n=6)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles
+    changed = set(np.flatnonzero(p.table.changed.numpy()))
+    pairs = {f'{p.table.vocab[p.table.original[i]]} → {p.table.vocab[p.table.labels[i]]}' for i in changed}
+    for t in titles:
+        old, new = t.split(' → ')
+        assert old != new and '.' not in t and t in pairs
+    p.plot()
