@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 warnings.filterwarnings('ignore', category=FutureWarning, module='torch')
-from labelcb.all import PLC, fit_digits, noisy_digits_df, digits_test_accuracy
+from labelcb.all import DEMO_METHODS, LabelCallback, fit_digits, noisy_digits_df, digits_test_accuracy
 
 OUT = Path(__file__).parent/'results'
 
@@ -49,16 +49,14 @@ def main(argv=None):
         (OUT/'plc_timing.md').write_text(text)
         print('\n' + text)
     if args.part == 'timing': return
-    methods = {'plain (clean labels)': ([], 'true_label'), 'plain': ([], 'label'),
-               'PLC diff': (lambda: [PLC('diff')], 'label'), 'PLC ratio': (lambda: [PLC('ratio')], 'label')}
     rows = []
     for kind in args.kinds:
         for seed in args.seeds:
             df = noisy_digits_df(args.rate, kind, seed=seed)
             truth = df[df.split == 'train'].true_label.values
-            for name, (make, col) in methods.items():
-                if name == 'plain (clean labels)' and kind != args.kinds[0]: continue  # the truth does not depend on the noise
-                learn, secs = fit_digits(df, make() if make else [], col, epochs=args.epochs, seed=seed)
+            for name, m in DEMO_METHODS.items():  # the demo's rows: the same methods, made the same way
+                if m.label_col == 'true_label' and kind != args.kinds[0]: continue  # the truth does not depend on the noise
+                learn, secs = fit_digits(df, m.cbs(df), m.label_col, epochs=args.epochs, seed=seed)
                 row = dict(noise=f'{args.rate:.0%} {kind}', seed=seed, method=name,
                            test_acc=digits_test_accuracy(learn, df), seconds=secs)
                 if name.startswith('PLC'): row.update(learn.progressive_label_correction.table.repair_scores(truth))
@@ -82,12 +80,17 @@ def main(argv=None):
     print('\n' + text)
 
 
+def _timed_methods(df):
+    "plain fastai, the shared machinery alone, and the demo's label methods, as callback factories"
+    res = {'plain': lambda: [], 'LabelCallback': lambda: [LabelCallback()]}
+    res.update({n: (lambda m=m: m.cbs(df)) for n, m in DEMO_METHODS.items() if m.label_col == 'label' and m.make_cbs})
+    return res
+
+
 def time_methods(reps, rate, epochs=5):
     "Median fit time of each method over `reps` interleaved fits, and its ratio to plain fastai's"
-    from labelcb.all import LabelCallback
     df = noisy_digits_df(rate, 'pair', seed=0)
-    makers = {'plain': lambda: [], 'LabelCallback': lambda: [LabelCallback()], 'PLC diff': lambda: [PLC('diff')],
-              'PLC ratio': lambda: [PLC('ratio')]}
+    makers = _timed_methods(df)
     fit_digits(df, [], epochs=1)  # warm the file cache and the allocator
     secs = {m: [] for m in makers}
     for r in range(reps):
@@ -101,7 +104,7 @@ def time_methods(reps, rate, epochs=5):
 
 def instrumented_share(rate, epochs=5):
     "Seconds spent inside labelcb code (callback events, item-index wrapper) during one fit, and their share of it"
-    from labelcb.all import LabelCallback, ItemIndex
+    from labelcb.all import ItemIndex
     import labelcb.items as items
     df = noisy_digits_df(rate, 'pair', seed=0)
     spent = [0.0]
@@ -120,7 +123,7 @@ def instrumented_share(rate, epochs=5):
         spent[0] += time.perf_counter() - t
         return res
     rows = []
-    for name, make in {'LabelCallback': lambda: [LabelCallback()], 'PLC diff': lambda: [PLC('diff')], 'PLC ratio': lambda: [PLC('ratio')]}.items():
+    for name, make in list(_timed_methods(df).items())[1:]:  # every method but plain fastai
         cbs = make()
         spent[0] = 0.0
         items._AppendItemIdx.__call__ = index_only
