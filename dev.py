@@ -55,23 +55,42 @@ def ensure_env(lane):
     env = ENVS/f'{lane}-{hashlib.sha256(key.encode()).hexdigest()[:12]}'
     done = env/'.labelcb-complete'
     if not done.exists():
-        say(f'creating the {lane} environment in {env} (first run only: several minutes, about 6 GB)')
-        shutil.rmtree(env, ignore_errors=True)
         ENVS.mkdir(parents=True, exist_ok=True)
-        run(sys.executable, '-m', 'venv', env)
-        pip = [env/'bin'/'python', '-m', 'pip', 'install', '--disable-pip-version-check', '-q']
-        run(*pip, '--upgrade', 'pip', 'setuptools', 'wheel')
-        run(*pip, *(['--upgrade', '--upgrade-strategy', 'eager'] if lane == 'latest' else []), *reqs)
-        run(env/'bin'/'python', '-c', 'import torch, torchvision, fastai; from torchvision.ops import nms; '
-            'print("torch", torch.__version__, "torchvision", torchvision.__version__, "fastai", fastai.__version__)')
-        done.write_text(key)
-        _prune(lane, env)
+        with _locked(ENVS/f'.{env.name}.lock'):  # two dev.py commands at once: one builds, the other waits for it
+            if not done.exists(): _create_env(env, lane, reqs, key, done)
     if lane == 'dev':  # a stable name for editors and the before-stop hook
         link = ROOT/'.venv'
         if link.is_symlink() or not link.exists():
             if link.is_symlink(): link.unlink()
             link.symlink_to(env)
     return env
+
+
+class _locked:
+    "An exclusive lock on `path` for the `with` block (a no-op where fcntl is missing)"
+    def __init__(self, path): self.path = path
+    def __enter__(self):
+        self.f = open(self.path, 'w')
+        try:
+            import fcntl
+            fcntl.flock(self.f, fcntl.LOCK_EX)
+        except ImportError: pass
+    def __exit__(self, *exc): self.f.close()
+
+
+def _create_env(env, lane, reqs, key, done):
+    "Build the environment `env` from scratch and mark it complete."
+    say(f'creating the {lane} environment in {env} (first run only: several minutes, about 6 GB)')
+    shutil.rmtree(env, ignore_errors=True)
+    ENVS.mkdir(parents=True, exist_ok=True)
+    run(sys.executable, '-m', 'venv', env)
+    pip = [env/'bin'/'python', '-m', 'pip', 'install', '--disable-pip-version-check', '-q']
+    run(*pip, '--upgrade', 'pip', 'setuptools', 'wheel')
+    run(*pip, *(['--upgrade', '--upgrade-strategy', 'eager'] if lane == 'latest' else []), *reqs)
+    run(env/'bin'/'python', '-c', 'import torch, torchvision, fastai; from torchvision.ops import nms; '
+        'print("torch", torch.__version__, "torchvision", torchvision.__version__, "fastai", fastai.__version__)')
+    done.write_text(key)
+    _prune(lane, env)
 
 
 def dev_environ(env):

@@ -3,6 +3,9 @@ from .losses import *
 from .items import *
 from .table import *
 from .plc import *
+from .kfold import *
+from .softlabel import *
+from .audit import *
 from .noise import *
 from .data import *
 from .demo import *
