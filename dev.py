@@ -82,7 +82,6 @@ def _create_env(env, lane, reqs, key, done):
     "Build the environment `env` from scratch and mark it complete."
     say(f'creating the {lane} environment in {env} (first run only: several minutes, about 6 GB)')
     shutil.rmtree(env, ignore_errors=True)
-    ENVS.mkdir(parents=True, exist_ok=True)
     run(sys.executable, '-m', 'venv', env)
     pip = [env/'bin'/'python', '-m', 'pip', 'install', '--disable-pip-version-check', '-q']
     run(*pip, '--upgrade', 'pip', 'setuptools', 'wheel')

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 warnings.filterwarnings('ignore', category=FutureWarning, module='torch')
+from common import interleaved_fit_times
 from labelcb.all import DEMO_METHODS, LabelCallback, fit_digits, noisy_digits_df, digits_test_accuracy
 
 OUT = Path(__file__).parent/'results'
@@ -91,16 +92,7 @@ def _timed_methods(df):
 def time_methods(reps, rate, epochs=5):
     "Median fit time of each method over `reps` interleaved fits, and its ratio to plain fastai's"
     df = noisy_digits_df(rate, 'pair', seed=0)
-    makers = _timed_methods(df)
-    fit_digits(df, [], epochs=1)  # warm the file cache and the allocator
-    secs = {m: [] for m in makers}
-    for r in range(reps):
-        for m, make in makers.items():
-            secs[m].append(fit_digits(df, make(), epochs=epochs, seed=r)[1])
-            print(f'timing rep {r} {m:>14}: {secs[m][-1]:.2f} s', flush=True)
-    med = {m: float(pd.Series(v).median()) for m, v in secs.items()}
-    return pd.DataFrame([dict(method=m, median_seconds=round(med[m], 2), time_vs_plain=round(med[m]/med['plain'], 3),
-                              runs=' '.join(f'{v:.2f}' for v in secs[m])) for m in makers])
+    return interleaved_fit_times(df, _timed_methods(df), reps, epochs)
 
 
 def instrumented_share(rate, epochs=5):

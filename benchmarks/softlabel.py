@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 warnings.filterwarnings('ignore', category=FutureWarning, module='torch')
+from common import interleaved_fit_times
 from labelcb.all import (SoftLabel, digits_oof, fit_digits, noisy_digits_df, digits_test_accuracy, label_audit, audit_scores)
 
 OUT = Path(__file__).parent/'results'
@@ -136,16 +137,7 @@ def timing(args, cmd, machine, epochs=5):
     train = df[df.split == 'train']
     rng = np.random.default_rng(0)
     oof = pd.DataFrame(rng.dirichlet(np.ones(10), len(train)), index=train.index, columns=range(10))  # any valid OOF costs the same
-    makers = {'plain': lambda: [], 'SoftLabel': lambda: [SoftLabel(oof)]}
-    fit_digits(df, [], epochs=1)  # warm the file cache and the allocator
-    secs = {m: [] for m in makers}
-    for r in range(args.timing_reps):
-        for m, make in makers.items():
-            secs[m].append(fit_digits(df, make(), epochs=epochs, seed=r)[1])
-            print(f'timing rep {r} {m:>10}: {secs[m][-1]:.2f} s', flush=True)
-    med = {m: float(np.median(v)) for m, v in secs.items()}
-    tab = pd.DataFrame([dict(method=m, median_seconds=round(med[m], 2), time_vs_plain=round(med[m]/med['plain'], 3),
-                             runs=' '.join(f'{v:.2f}' for v in secs[m])) for m in makers])
+    tab = interleaved_fit_times(df, {'plain': lambda: [], 'SoftLabel': lambda: [SoftLabel(oof)]}, args.timing_reps, epochs)
     return (f'# SoftLabel benchmark: time over a plain fastai fit\n\nCommand: `{cmd}`  \nMachine: {machine}.\n\n'
             f'Median of {args.timing_reps} interleaved {epochs}-epoch fits per method (digits_cnn at 16 px, num_workers=0), '
             'and the ratio of medians. SoftLabel does its work once (one blend of the label table) and then costs what '
