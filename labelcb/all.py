@@ -9,3 +9,5 @@ from .audit import *
 from .noise import *
 from .data import *
 from .demo import *
+from .partial import *
+from .temporal import *

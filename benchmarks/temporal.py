@@ -1,0 +1,92 @@
+"""TemporalEnsemble and the Π-model against plain fastai on the bundled digits with few labels.
+
+For each labelled fraction (`--per-class` labels per class kept among the 1077 training digits, the rest emptied with
+`hide_labels`) and seed, on the same frame, split, seed, network and schedule (`fit_digits`: digits_cnn with Gaussian
+input noise σ=0.15, 16 px with a random shift of up to 1 px per epoch, fit_one_cycle): plain fastai, which trains on the
+labelled items only (`PartialCategoryBlock` labels the others -100, which the cross-entropy ignores); TemporalEnsemble();
+PiModel(augment=RandomTranslate(1)). Accuracy on the test labels (360 digits). Timing (`--part timing`): plain vs
+TemporalEnsemble, median of interleaved 5-epoch fits.
+
+    python3 dev.py bench temporal [--part accuracy|timing|both] [--per-class 10 3] [--seeds 0 1 2] [--epochs 30]
+
+Writes benchmarks/results/temporal.csv (one row per fit), temporal.md (summary) and temporal_timing.md.
+"""
+import argparse, platform, sys, warnings
+from pathlib import Path
+import pandas as pd
+import torch
+
+warnings.filterwarnings('ignore', category=FutureWarning, module='torch')
+from common import interleaved_fit_times
+from labelcb.all import (TemporalEnsemble, PiModel, RandomTranslate, digits_df, digits_test_accuracy, fit_digits, hide_labels)
+
+OUT = Path(__file__).parent/'results'
+SEMI = dict(partial=True, shift=1, noise_std=0.15)
+METHODS = {'plain fastai (labelled items only)': lambda: [],
+           'TemporalEnsemble()': lambda: [TemporalEnsemble()],
+           'PiModel(augment=RandomTranslate(1))': lambda: [PiModel(augment=RandomTranslate(1))]}
+
+
+def frame(per_class, seed):
+    df = digits_df()
+    return hide_labels(df, n_per_class=per_class, rows=df.split == 'train', seed=seed)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--per-class', type=int, nargs='+', default=[10, 3])
+    p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    p.add_argument('--epochs', type=int, default=30)
+    p.add_argument('--lr', type=float, default=1e-2)
+    p.add_argument('--methods', nargs='+', default=list(METHODS))
+    p.add_argument('--timing-reps', type=int, default=5)
+    p.add_argument('--part', choices=['accuracy', 'timing', 'both'], default='both')
+    args = p.parse_args(argv)
+    cmd = ('python3 dev.py bench temporal ' + ' '.join(sys.argv[1:] if argv is None else argv)).strip()
+    machine = f'{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}'
+    OUT.mkdir(exist_ok=True)
+    if args.part in ('timing', 'both'):
+        tab = interleaved_fit_times(frame(10, 0), {'plain': lambda: [], 'TemporalEnsemble': lambda: [TemporalEnsemble()]},
+                                    args.timing_reps, 5, **SEMI)
+        text = (f'# TemporalEnsemble benchmark: time over a plain fastai fit\n\nCommand: `{cmd}`  \nMachine: {machine}.\n\n'
+                f'Median of {args.timing_reps} interleaved 5-epoch fits per method on the digits with 10 labels per class '
+                '(digits_cnn with input noise, 16 px, random 1-px shift, num_workers=0), and the ratio of medians. '
+                'TemporalEnsemble adds no forward pass: per batch it reads its items\' rows of the ensemble and writes back '
+                'their softmax; once per epoch it updates the ensemble of the items seen.\n\n' + tab.to_string(index=False) + '\n')
+        (OUT/'temporal_timing.md').write_text(text)
+        print('\n' + text)
+    if args.part == 'timing': return
+    rows = []
+    for k in args.per_class:
+        for seed in args.seeds:
+            df = frame(k, seed)
+            for name in args.methods:
+                learn, secs = fit_digits(df, METHODS[name](), epochs=args.epochs, seed=seed, lr=args.lr, **SEMI)
+                rows.append(dict(per_class=k, labels=int(df[df.split == 'train'].label.notna().sum()), seed=seed, method=name,
+                                 test_accuracy=digits_test_accuracy(learn, df), seconds=secs))
+                print(rows[-1], flush=True)
+    res = pd.DataFrame(rows)
+    res.to_csv(OUT/'temporal.csv', index=False)
+    (OUT/'temporal.md').write_text(summary(res, args, cmd, machine))
+    print('\n' + (OUT/'temporal.md').read_text())
+
+
+def summary(res, args, cmd, machine):
+    lines = ['# TemporalEnsemble / Π-model benchmark\n', f'Command: `{cmd}`  ',
+             f'Machine: {machine}. Digits: 1077 training images, of which `labels` keep their label; 360 validation and 360 test '
+             f'images, all labelled. {args.epochs} epochs of fit_one_cycle (lr {args.lr}), batch 64, same frame, seed and network '
+             'for every method. Accuracy on the test labels, mean ± sd over seeds (per seed in temporal.csv).\n',
+             '| labels | method | test accuracy | per seed | gain over plain | fit seconds |', '|---|---|---|---|---|---|']
+    for k, g in res.groupby('per_class', sort=False):
+        base = g[g.method == args.methods[0]].set_index('seed').test_accuracy
+        for name in args.methods:
+            m = g[g.method == name].set_index('seed')
+            gain = (m.test_accuracy - base.loc[m.index]).mean()
+            lines.append(f'| {int(m.labels.iloc[0])} ({k}/class) | {name} | {m.test_accuracy.mean():.3f} ± {m.test_accuracy.std():.3f} | '
+                         f'{" ".join(f"{v:.3f}" for v in m.test_accuracy)} | {gain:+.3f} | {m.seconds.mean():.0f} |')
+    lines.append('\nFit seconds come from fits run one after another while other work may share the 2 cores; '
+                 'the time ratio is measured on its own in temporal_timing.md.\n')
+    return '\n'.join(lines)
+
+
+if __name__ == '__main__': main()
