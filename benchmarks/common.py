@@ -1,6 +1,8 @@
-"What the benchmark scripts share: timing methods against plain fastai, interleaved."
+"What the benchmark scripts share: timing methods against plain fastai, interleaved, and timing labelcb's own code inside a fit."
+import time
 import pandas as pd
-from labelcb.all import fit_digits
+import torch
+from labelcb.all import fit_digits, ItemIndex, LabelCallback
 
 
 def interleaved_fit_times(df, makers:dict, reps:int, epochs:int=5, **fit_kwargs)->pd.DataFrame:
@@ -16,3 +18,46 @@ def interleaved_fit_times(df, makers:dict, reps:int, epochs:int=5, **fit_kwargs)
     med = {m: float(pd.Series(v).median()) for m, v in secs.items()}
     return pd.DataFrame([dict(method=m, median_seconds=round(med[m], 2), time_vs_plain=round(med[m]/med['plain'], 3),
                               runs=' '.join(f'{v:.2f}' for v in secs[m])) for m in makers])
+
+
+def instrumented_share(df, makers:dict, epochs:int=5, loss_types=(), **fit_kwargs)->pd.DataFrame:
+    """Seconds spent inside labelcb code during one `fit_digits` fit per method, and their share of the fit: every event of
+    the labelcb callbacks (ItemIndex included), the per-item index wrapper, and the `forward` of `loss_types` (a labelcb loss
+    that replaces the user's: all of it is counted, the cross-entropy plain fastai computes too, so this is an upper bound)."""
+    import labelcb.items as items
+    spent = [0.0]
+    def timed(f):
+        def g(*a, **k):
+            t = time.perf_counter()
+            try: return f(*a, **k)
+            finally: spent[0] += time.perf_counter() - t
+        return g
+    events = ['before_fit', 'before_train', 'before_batch', 'after_pred', 'after_loss', 'after_batch', 'after_train', 'after_fit']
+    orig_call = items._AppendItemIdx.__call__
+    orig_fwd = {t: t.forward for t in loss_types}
+    def index_only(self, s):  # time the wrapper's own work, not the item it wraps
+        item = self.do_item(s)
+        t = time.perf_counter()
+        res = None if item is None else (*item, torch.tensor(s).as_subclass(items.TensorItemIdx))
+        spent[0] += time.perf_counter() - t
+        return res
+    class Instrument(ItemIndex.__base__):
+        order = -100
+        def before_fit(self):  # wrap the events of every labelcb callback, ItemIndex included
+            for cb in self.learn.cbs:
+                if isinstance(cb, (LabelCallback, ItemIndex)) and not getattr(cb, '_timed', False):
+                    for e in events:
+                        if hasattr(type(cb), e): setattr(cb, e, timed(getattr(cb, e)))
+                    cb._timed = True
+    rows = []
+    for name, make in makers.items():
+        spent[0] = 0.0
+        items._AppendItemIdx.__call__ = index_only
+        for t in loss_types: t.forward = timed(orig_fwd[t])
+        try: learn, secs = fit_digits(df, make() + [ItemIndex(), Instrument()], epochs=epochs, seed=0, **fit_kwargs)
+        finally:
+            items._AppendItemIdx.__call__ = orig_call
+            for t in loss_types: t.forward = orig_fwd[t]
+        rows.append(dict(method=name, fit_seconds=round(secs, 2), labelcb_seconds=round(spent[0], 3), labelcb_share=f'{spent[0]/secs:.2%}'))
+        print(rows[-1], flush=True)
+    return pd.DataFrame(rows)

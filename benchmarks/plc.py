@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 warnings.filterwarnings('ignore', category=FutureWarning, module='torch')
-from common import interleaved_fit_times
+from common import interleaved_fit_times, instrumented_share
 from labelcb.all import DEMO_METHODS, LabelCallback, fit_digits, noisy_digits_df, digits_test_accuracy
 
 OUT = Path(__file__).parent/'results'
@@ -42,7 +42,7 @@ def main(argv=None):
                 'digits_cnn at 16 px, num_workers=0), and the ratio of medians. `LabelCallback` alone is the shared '
                 'machinery (item indices, label table, soft loss) with no method on top. Wall-clock seconds.\n\n'
                 + timing.to_string(index=False) + '\n')
-        inst = instrumented_share(args.rate)
+        inst = plc_instrumented_share(args.rate)
         text += ('\nWall-clock ratios on this shared 2-core machine move by ±15% from run to run (see `runs`), more than '
                  'the overhead being measured. So the time spent in labelcb itself is also measured directly, inside one '
                  '5-epoch fit of each method: every event of the labelcb callbacks and the per-item index wrapper are '
@@ -95,45 +95,10 @@ def time_methods(reps, rate, epochs=5):
     return interleaved_fit_times(df, _timed_methods(df), reps, epochs)
 
 
-def instrumented_share(rate, epochs=5):
-    "Seconds spent inside labelcb code (callback events, item-index wrapper) during one fit, and their share of it"
-    from labelcb.all import ItemIndex
-    import labelcb.items as items
+def plc_instrumented_share(rate, epochs=5):
+    "Seconds spent inside labelcb code during one fit of each labelcb method, and their share of it"
     df = noisy_digits_df(rate, 'pair', seed=0)
-    spent = [0.0]
-    def timed(f):
-        def g(*a, **k):
-            t = time.perf_counter()
-            try: return f(*a, **k)
-            finally: spent[0] += time.perf_counter() - t
-        return g
-    events = ['before_fit', 'before_train', 'before_batch', 'after_pred', 'after_loss', 'after_batch', 'after_train', 'after_fit']
-    orig_call = items._AppendItemIdx.__call__
-    def index_only(self, s):  # time the wrapper's own work, not the item it wraps
-        item = self.do_item(s)
-        t = time.perf_counter()
-        res = None if item is None else (*item, torch.tensor(s).as_subclass(items.TensorItemIdx))
-        spent[0] += time.perf_counter() - t
-        return res
-    rows = []
-    for name, make in list(_timed_methods(df).items())[1:]:  # every method but plain fastai
-        cbs = make()
-        spent[0] = 0.0
-        items._AppendItemIdx.__call__ = index_only
-        class Instrument(ItemIndex.__base__):
-            order = -100
-            def before_fit(self):  # wrap the events of every labelcb callback, ItemIndex included
-                for cb in self.learn.cbs:
-                    if isinstance(cb, (LabelCallback, ItemIndex)) and not getattr(cb, '_timed', False):
-                        for e in events:
-                            if hasattr(type(cb), e): setattr(cb, e, timed(getattr(cb, e)))
-                        cb._timed = True
-        try: learn, secs = fit_digits(df, cbs + [ItemIndex(), Instrument()], epochs=epochs, seed=0)
-        finally: items._AppendItemIdx.__call__ = orig_call
-        rows.append(dict(method=name, fit_seconds=round(secs, 2), labelcb_seconds=round(spent[0], 3),
-                         labelcb_share=f'{spent[0]/secs:.2%}'))
-        print(rows[-1], flush=True)
-    return pd.DataFrame(rows)
+    return instrumented_share(df, dict(list(_timed_methods(df).items())[1:]), epochs)
 
 
 def _has_tabulate():
