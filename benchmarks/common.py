@@ -1,8 +1,14 @@
 "What the benchmark scripts share: timing methods against plain fastai, interleaved, and timing labelcb's own code inside a fit."
-import time
+import platform, sys, time
 import pandas as pd
 import torch
 from labelcb.all import fit_digits, ItemIndex, LabelCallback
+
+
+def run_info(name:str, argv=None)->tuple:
+    "The command that reproduces this run (as the results files quote it) and a line about the machine"
+    cmd = (f'python3 dev.py bench {name} ' + ' '.join(sys.argv[1:] if argv is None else argv)).strip()
+    return cmd, f'{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}'
 
 
 def interleaved_fit_times(df, makers:dict, reps:int, epochs:int=5, **fit_kwargs)->pd.DataFrame:

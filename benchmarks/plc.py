@@ -12,13 +12,12 @@ background load on a 2-core machine would bias ratios taken from them (their sec
 
 Writes benchmarks/results/plc.csv (one row per fit) and plc.md (accuracy summary); plc_timing.md (time ratios).
 """
-import argparse, platform, sys, time, warnings
+import argparse, warnings
 from pathlib import Path
 import pandas as pd
-import torch
 
 warnings.filterwarnings('ignore', category=FutureWarning, module='torch')
-from common import interleaved_fit_times, instrumented_share
+from common import interleaved_fit_times, instrumented_share, run_info
 from labelcb.all import DEMO_METHODS, LabelCallback, fit_digits, noisy_digits_df, digits_test_accuracy
 
 OUT = Path(__file__).parent/'results'
@@ -33,8 +32,7 @@ def main(argv=None):
     p.add_argument('--timing-reps', type=int, default=5)
     p.add_argument('--part', choices=['accuracy', 'timing', 'both'], default='both')
     args = p.parse_args(argv)
-    cmd = ('python3 dev.py bench plc ' + ' '.join(sys.argv[1:] if argv is None else argv)).strip()
-    machine = f'{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}'
+    cmd, machine = run_info('plc', argv)
     if args.part in ('timing', 'both'):
         timing = time_methods(args.timing_reps, args.rate)
         text = (f'# PLC benchmark: time over a plain fastai fit\n\nCommand: `{cmd}`  \nMachine: {machine}.\n\n'

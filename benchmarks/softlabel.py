@@ -16,14 +16,13 @@ seed and rate costs one 5-fold loop, about 2.5 minutes here.)
 
 Writes benchmarks/results/softlabel.csv (one row per seed and rate), softlabel.md (summary), softlabel_timing.md.
 """
-import argparse, platform, sys, time, warnings
+import argparse, time, warnings
 from pathlib import Path
 import numpy as np
 import pandas as pd
-import torch
 
 warnings.filterwarnings('ignore', category=FutureWarning, module='torch')
-from common import interleaved_fit_times
+from common import interleaved_fit_times, run_info
 from labelcb.all import (SoftLabel, digits_oof, fit_digits, noisy_digits_df, digits_test_accuracy, label_audit, audit_scores)
 
 OUT = Path(__file__).parent/'results'
@@ -61,8 +60,7 @@ def main(argv=None):
     p.add_argument('--timing-reps', type=int, default=5)
     p.add_argument('--part', choices=['accuracy', 'timing', 'both'], default='both')
     args = p.parse_args(argv)
-    cmd = ('python3 dev.py bench softlabel ' + ' '.join(sys.argv[1:] if argv is None else argv)).strip()
-    machine = f'{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}'
+    cmd, machine = run_info('softlabel', argv)
     OUT.mkdir(exist_ok=True)
     if args.part in ('timing', 'both'):
         text = timing(args, cmd, machine)

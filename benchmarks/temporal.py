@@ -11,17 +11,16 @@ TemporalEnsemble, median of interleaved 5-epoch fits.
 
 Writes benchmarks/results/temporal.csv (one row per fit), temporal.md (summary) and temporal_timing.md.
 """
-import argparse, platform, sys, warnings
+import argparse, warnings
 from pathlib import Path
 import pandas as pd
-import torch
 
 warnings.filterwarnings('ignore', category=FutureWarning, module='torch')
-from common import interleaved_fit_times, instrumented_share
-from labelcb.all import (ConsistencyLoss, TemporalEnsemble, PiModel, RandomTranslate, digits_df, digits_test_accuracy, fit_digits, hide_labels)
+from common import interleaved_fit_times, instrumented_share, run_info
+from labelcb.all import (DEMO_METHODS, ConsistencyLoss, TemporalEnsemble, PiModel, RandomTranslate, digits_df, digits_test_accuracy, fit_digits, hide_labels)
 
 OUT = Path(__file__).parent/'results'
-SEMI = dict(partial=True, shift=1, noise_std=0.15)
+SEMI = DEMO_METHODS['TemporalEnsemble'].fit_kwargs  # the demo's semi-supervised recipe: data, augmentation, input noise
 METHODS = {'plain fastai (labelled items only)': lambda: [],
            'TemporalEnsemble()': lambda: [TemporalEnsemble()],
            'PiModel(augment=RandomTranslate(1))': lambda: [PiModel(augment=RandomTranslate(1))]}
@@ -42,8 +41,7 @@ def main(argv=None):
     p.add_argument('--timing-reps', type=int, default=5)
     p.add_argument('--part', choices=['accuracy', 'timing', 'both'], default='both')
     args = p.parse_args(argv)
-    cmd = ('python3 dev.py bench temporal ' + ' '.join(sys.argv[1:] if argv is None else argv)).strip()
-    machine = f'{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}'
+    cmd, machine = run_info('temporal', argv)
     OUT.mkdir(exist_ok=True)
     if args.part in ('timing', 'both'):
         tab = interleaved_fit_times(frame(10, 0), {'plain': lambda: [], 'TemporalEnsemble': lambda: [TemporalEnsemble()]},
