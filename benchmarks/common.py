@@ -67,3 +67,9 @@ def instrumented_share(df, makers:dict, epochs:int=5, loss_types=(), **fit_kwarg
         rows.append(dict(method=name, fit_seconds=round(secs, 2), labelcb_seconds=round(spent[0], 3), labelcb_share=f'{spent[0]/secs:.2%}'))
         print(rows[-1], flush=True)
     return pd.DataFrame(rows)
+
+
+def md_table(df, **kw)->str:
+    "A markdown table (pandas' to_markdown needs tabulate, which the dev environment may lack: plain text then)"
+    try: return df.to_markdown(index=False, **kw)
+    except ImportError: return '```\n' + df.to_string(index=False) + '\n```'

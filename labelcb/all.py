@@ -11,3 +11,5 @@ from .data import *
 from .demo import *
 from .partial import *
 from .temporal import *
+from .sinkhorn import *
+from .selflabel import *
