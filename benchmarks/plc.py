@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 warnings.filterwarnings('ignore', category=FutureWarning, module='torch')
-from common import interleaved_fit_times, instrumented_share, run_info
+from common import interleaved_fit_times, instrumented_share, run_info, md_table
 from labelcb.all import DEMO_METHODS, LabelCallback, fit_digits, noisy_digits_df, digits_test_accuracy
 
 OUT = Path(__file__).parent/'results'
@@ -70,7 +70,7 @@ def main(argv=None):
     summary = (res.groupby(['noise', 'method'], sort=False)
                   .agg(test_acc=('test_acc', 'mean'), test_acc_sd=('test_acc', 'std'), precision=('precision', 'mean'),
                        recall=('recall', 'mean'), broken=('broken', 'mean'), changed=('changed', 'mean')).reset_index())
-    table = summary.to_markdown(index=False, floatfmt='.3f') if _has_tabulate() else summary.to_string(index=False)
+    table = md_table(summary, floatfmt='.3f')
     text = (f'# PLC benchmark: accuracy and corrections\n\nCommand: `{cmd}`  \n'
             f'Machine: {machine}; {len(args.seeds)} seeds ({", ".join(map(str, args.seeds))}), {args.epochs} epochs of fit_one_cycle each, digits_cnn at 16 px.\n\n'
             f'Mean over seeds (test_acc_sd: standard deviation over seeds). precision: changed labels that are now right; '
@@ -97,11 +97,6 @@ def plc_instrumented_share(rate, epochs=5):
     "Seconds spent inside labelcb code during one fit of each labelcb method, and their share of it"
     df = noisy_digits_df(rate, 'pair', seed=0)
     return instrumented_share(df, dict(list(_timed_methods(df).items())[1:]), epochs)
-
-
-def _has_tabulate():
-    try: import tabulate; return True
-    except ImportError: return False
 
 
 if __name__ == '__main__': main()

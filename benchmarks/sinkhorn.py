@@ -21,26 +21,25 @@ OUT = Path(__file__).parent/'results'
 LAM, TOL = 25., 0.1
 
 
-def _probs(N, K, seed=0):
+def _logits(N, K, seed=0):
+    "Seeded standard-normal logits, float32, made in chunks (no second N×K copy at ImageNet size)"
     import torch
     g = torch.Generator().manual_seed(seed)
     x = torch.empty(N, K)
     for s in range(0, N, 65536): x[s:s+65536] = torch.randn(min(65536, N-s), K, generator=g)
-    return x.softmax(1) if N*K < 2e9 else x  # in place would need care; the big case takes logits
+    return x
 
 
 def _child(method, N, K, max_iter, q):
-    import torch
     from labelcb.sinkhorn import sinkhorn_knopp, sela_reference
     if method == 'official':
-        P = _probs(N, K).numpy().astype(np.float64)
+        P = _logits(N, K).softmax(1).numpy().astype(np.float64)
         t = time.perf_counter(); labels, n, err = sela_reference(P, LAM, TOL, copy=False); secs = time.perf_counter() - t
     else:
-        P = _probs(N, K)
-        inputs, inplace = ('logits', True) if method == 'ours (in place, logits)' else ('probs', False)
-        if inplace: P = P.log_softmax(1) if N*K < 2e9 else P
+        inplace = method == 'ours (in place, logits)'
+        x = _logits(N, K) if inplace else _logits(N, K).softmax(1)
         t = time.perf_counter()
-        res = sinkhorn_knopp(P, LAM, inputs=inputs, tol=TOL, inplace=inplace, max_iter=max_iter)
+        res = sinkhorn_knopp(x, LAM, inputs='logits' if inplace else 'probs', tol=TOL, inplace=inplace, max_iter=max_iter)
         secs = time.perf_counter() - t
         labels, n, err = res.labels.numpy(), res.n_iter, res.err
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/2**20
