@@ -10,9 +10,9 @@ fit_one_cycle on the 1077 training digits without their labels, K clusters, one 
 Baselines on the same split: k-means (K clusters, 10 inits) and a linear probe on the raw 8×8 pixels; k-means and a linear
 probe on the features of the same network with random weights (seed = the seed), DeepCluster's "faint signal".
 
-    python3 dev.py bench selflabel [--ks 10 30] [--seeds 0 1 2] [--epochs 15]
+    python3 dev.py bench selflabel [--ks 10 30] [--seeds 0 1 2] [--epochs 15] [--pseudo-pass eval|train] [--tag NAME]
 
-Writes benchmarks/results/selflabel.csv (one row per method, K and seed) and selflabel.md (means ± std).
+Writes benchmarks/results/selflabel[_NAME].csv (one row per method, K and seed) and selflabel[_NAME].md (means ± std).
 """
 import argparse, time, warnings
 from pathlib import Path
@@ -33,7 +33,7 @@ def kmeans_scores(x, y, k, seed):
     return cluster_scores(KMeans(k, n_init=10, random_state=seed).fit_predict(x), y)
 
 
-def run(k, seed, epochs, df):
+def run(k, seed, epochs, df, pseudo_pass='eval'):
     train, test = df[df.split == 'train'], df[df.split == 'test']
     rows = []
     # raw pixels
@@ -51,7 +51,7 @@ def run(k, seed, epochs, df):
                      linear_probe=probe_accuracy(ftr, ytr, fte, yte)))
     # SeLa
     set_seed(seed)
-    cb = SelfLabelSinkhorn(k=k, seed=seed)
+    cb = SelfLabelSinkhorn(k=k, seed=seed, pseudo_pass=pseudo_pass)
     learn = Learner(dls, digits_cnn(10), cbs=cb, metrics=[])
     t = time.perf_counter()
     with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, 1e-2)
@@ -69,23 +69,27 @@ def main():
     ap.add_argument('--ks', type=int, nargs='+', default=[10, 30])
     ap.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     ap.add_argument('--epochs', type=int, default=15)
+    ap.add_argument('--pseudo-pass', default='eval', choices=['eval', 'train'])
+    ap.add_argument('--tag', default='', help='suffix of the result files, for runs beside the main one')
     a = ap.parse_args()
+    stem = 'selflabel' + (f'_{a.tag}' if a.tag else '')
     cmd, machine = run_info('selflabel')
     df = digits_df()
-    rows = [r for k in a.ks for s in a.seeds for r in run(k, s, a.epochs, df)]
+    rows = [r for k in a.ks for s in a.seeds for r in run(k, s, a.epochs, df, a.pseudo_pass)]
     res = pd.DataFrame(rows)
-    OUT.mkdir(exist_ok=True); res.to_csv(OUT/'selflabel.csv', index=False)
+    OUT.mkdir(exist_ok=True); res.to_csv(OUT/f'{stem}.csv', index=False)
     cols = ['nmi', 'ari', 'acc', 'acc_majority', 'linear_probe']
     g = res.groupby(['K', 'method'], sort=False)[cols]
-    summ = g.mean().round(3).astype(str) + ' ± ' + g.std().round(3).astype(str)
+    mean, std = g.mean(), g.std()
+    summ = mean.combine(std, lambda m, sd: pd.Series([f'{a:.3f}' + ('' if pd.isna(b) else f' ± {b:.3f}') for a, b in zip(m, sd)], index=m.index))
     md = ['# SelfLabelSinkhorn on the digits (unsupervised)\n', f'Command: `{cmd}`  \nMachine: {machine}\n',
-          f'{len(a.seeds)} seeds ({", ".join(map(str, a.seeds))}), {a.epochs} epochs of SeLa; clusters of the 1077 training digits '
+          f'{len(a.seeds)} seeds ({", ".join(map(str, a.seeds))}), {a.epochs} epochs of SeLa, pseudo_pass={a.pseudo_pass!r}; clusters of the 1077 training digits '
           'scored against their true labels; linear probe fitted on the training digits, scored on the 360 test digits. Mean ± std.\n',
           md_table(summ.reset_index()), '']
     sela = res[res.method.str.startswith('SelfLabel')]
     md.append(f'SeLa fit: {sela.seconds.mean():.0f} s on average, of which {sela.relabel_seconds.mean():.0f} s in the label re-assignments '
               '(the pass over the training items and Sinkhorn-Knopp).\n')
-    (OUT/'selflabel.md').write_text('\n'.join(md))
+    (OUT/f'{stem}.md').write_text('\n'.join(md))
     print('\n'.join(md))
 
 
