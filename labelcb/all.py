@@ -13,3 +13,4 @@ from .partial import *
 from .temporal import *
 from .sinkhorn import *
 from .selflabel import *
+from .refinery import *

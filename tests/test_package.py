@@ -10,7 +10,8 @@ def test_all_gives_every_public_name_and_nothing_else():
     expected = {'ItemIndex', 'TensorItemIdx', 'indexed_loader', 'ensure_item_index', 'LabelTable', 'LabelCallback',
                 'SoftCrossEntropyLoss', 'SoftBCEWithLogitsLoss', 'soft_loss_for', 'add_label_noise', 'digits_path',
                 'digits_df', 'noisy_digits_df', 'digits_dls', 'digits_test_accuracy', 'digits_cnn', 'multi_digits_path',
-                'multi_digits_df', 'labelcb_cache', 'run_demo', 'plot_demo', 'DemoMethod', 'DEMO_METHODS'}
+                'multi_digits_df', 'labelcb_cache', 'run_demo', 'plot_demo', 'DemoMethod', 'DEMO_METHODS', 'predict_items',
+                'RefineryLoop', 'refinery_chain', 'RefineryChain'}
     assert expected <= public
     assert not {'torch', 'np', 'pd', 'F', 'nn', 'Path', 'warnings'} & public  # no re-exported libraries
 
@@ -31,4 +32,5 @@ def test_demo_runs_one_epoch(tmp_path):
     from labelcb.demo import DEMO_METHODS
     assert list(res.method) == list(DEMO_METHODS) and 'SoftLabel' in list(res.method)
     assert res.setup_seconds[res.method == 'SoftLabel'].iloc[0] > 0  # its 5 fold models, timed apart from the fit
+    assert res.setup_seconds[res.method == 'RefineryLoop (R2)'].iloc[0] > 0  # its R1
     assert (tmp_path/'demo.png').exists() and (tmp_path/'demo.csv').exists()
