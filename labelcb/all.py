@@ -14,3 +14,6 @@ from .temporal import *
 from .sinkhorn import *
 from .selflabel import *
 from .refinery import *
+from .multilabel import *
+from .tta import *
+from .resize import *

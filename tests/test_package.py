@@ -11,7 +11,9 @@ def test_all_gives_every_public_name_and_nothing_else():
                 'SoftCrossEntropyLoss', 'SoftBCEWithLogitsLoss', 'soft_loss_for', 'add_label_noise', 'digits_path',
                 'digits_df', 'noisy_digits_df', 'digits_dls', 'digits_test_accuracy', 'digits_cnn', 'multi_digits_path',
                 'multi_digits_df', 'labelcb_cache', 'run_demo', 'plot_demo', 'DemoMethod', 'DEMO_METHODS', 'predict_items',
-                'RefineryLoop', 'refinery_chain', 'RefineryChain'}
+                'RefineryLoop', 'refinery_chain', 'RefineryChain', 'shapes_path', 'shapes_df', 'multilabel_dls', 'fbeta_score',
+                'FBeta', 'tune_thresholds', 'decode_tags', 'write_submission', 'tta_predict', 'dihedral_views',
+                'ProgressiveResize', 'staged_fit'}
     assert expected <= public
     assert not {'torch', 'np', 'pd', 'F', 'nn', 'Path', 'warnings'} & public  # no re-exported libraries
 
