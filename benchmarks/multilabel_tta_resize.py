@@ -25,16 +25,16 @@ import pandas as pd
 warnings.filterwarnings('ignore', category=FutureWarning, module='torch')
 from common import run_info, md_table
 from fastai.vision.all import Learner, accuracy, Resize, RandomCrop, Dihedral, ImageDataLoaders, set_seed, params
+from labelcb.kfold import _fit
 from labelcb.all import (digits_df, digits_dls, digits_cnn, multi_digits_df, multi_digits_path, shapes_df, shapes_path,
                          multilabel_dls, fbeta_score, tune_thresholds, tta_predict, ProgressiveResize, staged_fit)
 
 OUT = Path(__file__).parent/'results'
 
 
-def quiet_fit(learn, epochs, lr=1e-2):
-    t = time.perf_counter()
-    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr)
-    return time.perf_counter() - t
+def quiet_fit(learn, epochs, lr=1e-2)->float:
+    "fit_one_cycle(epochs, lr) without bars or logs; its seconds"
+    return _fit(learn, lambda l: l.fit_one_cycle(epochs, lr))
 
 
 def thresholds(seeds, epochs):
@@ -46,8 +46,9 @@ def thresholds(seeds, epochs):
         dls = multilabel_dls(df[df.split != 'test'], multi_digits_path(), item_tfms=Resize((16, 48)), bs=64, seed=seed)
         learn = Learner(dls, digits_cnn(dls.c))
         secs = quiet_fit(learn, epochs)
-        th = learn.tune_thresholds()
-        common = tune_thresholds(*learn.get_preds(), per_class=False)
+        with learn.no_bar(): pv, yv = learn.get_preds()  # one validation pass for both tunings
+        pv = pd.DataFrame(pv.numpy(), columns=list(dls.vocab))
+        th, common = tune_thresholds(pv, yv), tune_thresholds(pv, yv, per_class=False)
         with learn.no_bar(): p, _ = learn.get_preds(dl=dls.test_dl(test))
         y = test['labels'].str.get_dummies(sep=' ')[list(dls.vocab)].to_numpy()
         row = dict(seed=seed, valid_f2_at_05=th.attrs['score_at_0.5'], valid_f2_tuned=th.attrs['score'],
