@@ -13,9 +13,9 @@
   and fit seconds (ratio to fixed).
 
     python3 dev.py bench multilabel_tta_resize [--part thresholds tta dihedral resize] [--seeds 0 1 2] [--epochs 20]
-                                               [--shape-epochs 25] [--resize-epochs 15] [--resize-seeds 0 1]
+                                               [--shape-epochs 25] [--resize-epochs 15] [--resize-seeds 0 1 2]
 
-Writes benchmarks/results/multilabel_tta_resize_<part>.csv and multilabel_tta_resize.md.
+Writes benchmarks/results/multilabel_tta_resize_<part>.csv and .md, and multilabel_tta_resize.md (every part's latest section).
 """
 import argparse, time, warnings
 from pathlib import Path
@@ -169,22 +169,23 @@ def main():
     ap.add_argument('--epochs', type=int, default=20)
     ap.add_argument('--shape-epochs', type=int, default=25)
     ap.add_argument('--resize-epochs', type=int, default=15)
-    ap.add_argument('--resize-seeds', type=int, nargs='+', default=[0, 1])
+    ap.add_argument('--resize-seeds', type=int, nargs='+', default=[0, 1, 2])
     a = ap.parse_args()
     cmd, machine = run_info('multilabel_tta_resize')
     OUT.mkdir(exist_ok=True)
-    md = [f'# Multi-label thresholds, TTA and progressive resizing\n\nCommand: `{cmd}`\n\nMachine: {machine}\n']
     runs = dict(thresholds=lambda: thresholds(a.seeds, a.epochs), tta=lambda: tta(a.seeds, a.epochs),
                 dihedral=lambda: dihedral(a.seeds, a.shape_epochs), resize=lambda: resize(a.resize_seeds, a.resize_epochs))
     for part in a.part:
         t = time.perf_counter()
         res = runs[part]()
         res.to_csv(OUT/f'multilabel_tta_resize_{part}.csv', index=False)
-        s = summary(part, res)
-        print(f'\n## {part} ({time.perf_counter() - t:.0f} s)\n' + md_table(s), flush=True)
-        md.append(f'## {part}\n\n' + md_table(s) + '\n')
-    (OUT/'multilabel_tta_resize.md').write_text('\n'.join(md))
-
+        section = f'## {part}\n\nCommand: `{cmd}`\n\nMachine: {machine}; {time.perf_counter() - t:.0f} s\n\n' + md_table(summary(part, res)) + '\n'
+        (OUT/f'multilabel_tta_resize_{part}.md').write_text(section)
+        print('\n' + section, flush=True)
+    # the combined page: every part's latest section, whichever run made it
+    parts = [OUT/f'multilabel_tta_resize_{p}.md' for p in ('thresholds', 'tta', 'dihedral', 'resize')]
+    (OUT/'multilabel_tta_resize.md').write_text('# Multi-label thresholds, TTA and progressive resizing\n\n' +
+                                               '\n'.join(f.read_text() for f in parts if f.exists()))
 
 if __name__ == '__main__':
     main()
