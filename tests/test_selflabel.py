@@ -87,3 +87,38 @@ def test_sinkhorn_inplace_refuses_other_dtype_and_leaves_input_alone():
     x = torch.rand(100, 5).double(); x0 = x.clone()
     with pytest.raises(ValueError, match='float32'): sinkhorn_knopp(x, inplace=True)
     sinkhorn_knopp(x); assert torch.equal(x, x0)
+
+
+def _skewed_logits(n=30_000, k=300, seed=5):
+    "Clusters of unequal popularity: the column scalings spread far, so the truncated kernel needs more than one round"
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, k, generator=g) + torch.randn(k, generator=g)*0.5
+
+
+def test_truncated_kernel_is_chosen_for_large_problems_and_matches_dense_and_official():
+    x = _skewed_logits(); x0 = x.clone()
+    res, dense = sinkhorn_knopp(x, inputs='logits'), sinkhorn_knopp(x, inputs='logits', sparse=False)
+    assert res.kernel.startswith('truncated') and dense.kernel == 'dense'
+    assert res.converged and res.err <= res.tol  # the bound on the dropped entries is inside err
+    assert (res.labels == dense.labels).float().mean() >= 0.99
+    ref, _, _ = sela_reference(x.double().softmax(1).numpy(), 25., 0.1)
+    assert (res.labels.numpy() == ref).mean() >= 0.99
+    assert torch.equal(x, x0)  # not inplace: the input is left alone
+
+
+def test_truncated_kernel_inplace_q_and_numpy_input():
+    x = _skewed_logits(20_000, 200, 6).softmax(1)
+    res_np = sinkhorn_knopp(x.numpy().copy(), sparse=True)
+    res = sinkhorn_knopp(x, sparse=True, inplace=True, return_q=True)
+    assert res.q.data_ptr() == x.data_ptr()  # Q written into the input, no second N×K copy
+    q = res.q.double()
+    assert torch.allclose(q.sum(1)*20_000, torch.ones(20_000, dtype=torch.float64), atol=1e-5)
+    assert torch.allclose(q.sum(0)*200, torch.ones(200, dtype=torch.float64), atol=0.05)
+    assert torch.equal(res.labels, res_np.labels)
+
+
+def test_truncated_kernel_refuses_bad_rows_like_dense():
+    x = torch.rand(5000, 1000); x[17] = 0
+    with pytest.raises(ValueError, match='no finite'): sinkhorn_knopp(x, sparse=True)
+    x = torch.rand(5000, 1000); x[3, 5] = float('nan')
+    with pytest.raises(ValueError, match='no finite'): sinkhorn_knopp(x, inputs='logits', sparse=True)
