@@ -13,7 +13,7 @@ def test_all_gives_every_public_name_and_nothing_else():
                 'multi_digits_df', 'labelcb_cache', 'run_demo', 'plot_demo', 'DemoMethod', 'DEMO_METHODS', 'predict_items',
                 'RefineryLoop', 'refinery_chain', 'RefineryChain', 'shapes_path', 'shapes_df', 'multilabel_dls', 'fbeta_score',
                 'FBeta', 'tune_thresholds', 'decode_tags', 'write_submission', 'tta_predict', 'dihedral_views',
-                'ProgressiveResize', 'staged_fit'}
+                'ProgressiveResize', 'staged_fit', 'cluster_test_accuracy'}
     assert expected <= public
     assert not {'torch', 'np', 'pd', 'F', 'nn', 'Path', 'warnings'} & public  # no re-exported libraries
 
@@ -35,4 +35,6 @@ def test_demo_runs_one_epoch(tmp_path):
     assert list(res.method) == list(DEMO_METHODS) and 'SoftLabel' in list(res.method)
     assert res.setup_seconds[res.method == 'SoftLabel'].iloc[0] > 0  # its 5 fold models, timed apart from the fit
     assert res.setup_seconds[res.method == 'RefineryLoop (R2)'].iloc[0] > 0  # its R1
+    sela = res[res.method == 'SelfLabelSinkhorn'].iloc[0]  # no labels: a clustering, scored after matching clusters to classes
+    assert sela.training_labels.startswith('none') and 0 <= sela.clean_test_accuracy <= 1
     assert (tmp_path/'demo.png').exists() and (tmp_path/'demo.csv').exists()
