@@ -33,7 +33,7 @@ def kmeans_scores(x, y, k, seed):
     return cluster_scores(KMeans(k, n_init=10, random_state=seed).fit_predict(x), y)
 
 
-def run(k, seed, epochs, df, pseudo_pass='eval'):
+def run(k, seed, epochs, df, pseudo_pass='train'):
     train, test = df[df.split == 'train'], df[df.split == 'test']
     rows = []
     # raw pixels
@@ -69,7 +69,7 @@ def main():
     ap.add_argument('--ks', type=int, nargs='+', default=[10, 30])
     ap.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     ap.add_argument('--epochs', type=int, default=15)
-    ap.add_argument('--pseudo-pass', default='eval', choices=['eval', 'train'])
+    ap.add_argument('--pseudo-pass', default='train', choices=['eval', 'train'])
     ap.add_argument('--tag', default='', help='suffix of the result files, for runs beside the main one')
     a = ap.parse_args()
     stem = 'selflabel' + (f'_{a.tag}' if a.tag else '')

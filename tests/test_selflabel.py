@@ -122,3 +122,32 @@ def test_truncated_kernel_refuses_bad_rows_like_dense():
     with pytest.raises(ValueError, match='no finite'): sinkhorn_knopp(x, sparse=True)
     x = torch.rand(5000, 1000); x[3, 5] = float('nan')
     with pytest.raises(ValueError, match='no finite'): sinkhorn_knopp(x, inputs='logits', sparse=True)
+
+
+def test_training_loss_is_cross_entropy_to_the_batch_pseudo_labels(small_df):
+    "Regression: fastai's CastToTensor strips TensorPseudoLabel before the loss, which then trained each head on its own argmax"
+    import torch.nn.functional as F
+    from fastai.callback.core import Callback
+    gaps = []
+    class Check(Callback):
+        order = 50
+        def after_loss(self):
+            if not self.training: return
+            cb = self.learn.self_label_sinkhorn
+            y = cb.labels[:, self.learn.item_index.idx].T  # (B, heads) pseudo-labels of this batch's items
+            logits = self.learn.pred.float().view(len(y), 2, -1)
+            want = (F.cross_entropy(logits[:, 0], y[:, 0]) + F.cross_entropy(logits[:, 1], y[:, 1]))/2
+            gaps.append(abs(float(self.learn.loss) - float(want)))
+    learn = _learner(small_df, k=10, heads=2, n_opts=1)
+    learn.add_cb(Check())
+    learn.fit(1, 1e-3)
+    assert len(gaps) == len(learn.dls.train) and max(gaps) < 1e-5
+
+
+def test_model_fits_fixed_pseudo_labels(small_df):
+    "With one assignment (n_opts=1) the labels stay fixed, and the model learns them: far above chance (0.1) on its training items"
+    from labelcb.items import predict_items
+    learn = _learner(small_df, k=10, n_opts=1)
+    learn.fit_one_cycle(6, 1e-2)
+    probs = predict_items(learn.model, learn.dls, 'eval')
+    assert (probs.argmax(1) == learn.self_label_sinkhorn.labels[0]).float().mean() > 0.5
