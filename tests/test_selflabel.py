@@ -125,7 +125,7 @@ def test_truncated_kernel_refuses_bad_rows_like_dense():
 
 
 def test_training_loss_is_cross_entropy_to_the_batch_pseudo_labels(small_df):
-    "Regression: fastai's CastToTensor strips TensorPseudoLabel before the loss, which then trained each head on its own argmax"
+    "Regression: fastai's CastToTensor made the pseudo-labels plain tensors before the loss, which told them by type and so trained each head on its own argmax"
     import torch.nn.functional as F
     from fastai.callback.core import Callback
     gaps = []
