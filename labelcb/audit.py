@@ -74,6 +74,36 @@ def _audit_single(labels:np.ndarray, probs:np.ndarray, method:str)->dict:
     return dict(self_confidence=self_conf, normalized_margin=margin, flagged=flagged, suggested=suggested)
 
 # %% ../nbs/audit.ipynb #d0c44dde
+def _given_codes(
+    labels, # Given labels: class names or values (matched to `columns`), or class indices; a Series is aligned by its index
+    index:pd.Index, # The probabilities' rows
+    columns:list|None, # The probabilities' class columns (a DataFrame's), or None for an array
+    K:int, # Number of classes
+)->np.ndarray: # (N,) class indices in the probabilities' column order, or (N, K) 0/1 rows
+    "The given labels as class indices aligned with the probability rows: by index for a Series, by name through the columns"
+    if isinstance(labels, (pd.Series, pd.DataFrame)):
+        missing = index.difference(labels.index)
+        if len(missing): raise KeyError(f'no label for {len(missing)} of the {len(index)} items, e.g. {list(missing[:3])}: '
+                                        "the labels' index must hold the probabilities' index")
+        labels = labels.loc[index]
+    arr = np.asarray(labels)
+    if arr.ndim == 2: return arr  # multi-label 0/1 rows
+    if pd.isna(pd.Series(arr, dtype=object)).any(): raise ValueError(f'{int(pd.isna(pd.Series(arr, dtype=object)).sum())} labels are missing')
+    if columns is not None and not isinstance(pd.Index(columns), pd.RangeIndex):
+        pos = {str(c): j for j, c in enumerate(columns)}
+        keys = [str(v.item() if isinstance(v, np.generic) else v) for v in arr]
+        keys = [k[:-2] if k.endswith('.0') and k[:-2] in pos else k for k in keys]  # 3.0 read from a CSV is class 3
+        unknown = sorted({k for k in keys if k not in pos})
+        if not unknown: return np.array([pos[k] for k in keys], dtype=int)
+        if arr.dtype.kind not in 'iuf' or any(str(c).lstrip('-').isdigit() for c in columns): raise ValueError(
+            f'labels {unknown[:5]} are not classes of the probabilities, whose columns are {list(columns)}')
+    if arr.dtype.kind == 'f':
+        if (arr != np.round(arr)).any(): raise ValueError(
+            f'labels are class indices or names; {int((arr != np.round(arr)).sum())} are not whole numbers (e.g. {arr[arr != np.round(arr)][0]})')
+        arr = arr.astype(int)
+    if arr.dtype.kind not in 'iu': raise ValueError(f'labels are class indices in [0, {K}) or class names; got {arr.dtype} values')
+    return arr
+
 def label_audit(
     oof, # The `KFoldResult` of `cross_validate`/`image_oof`, or (N, K) out-of-fold probabilities (array or DataFrame)
     labels=None, # Given labels when `oof` is not a KFoldResult: (N,) class indices, or (N, K) 0/1 for multi-label
@@ -93,9 +123,12 @@ def label_audit(
         if labels is None: raise ValueError('pass the given labels with the probabilities (or pass a KFoldResult)')
         index = oof.index if isinstance(oof, pd.DataFrame) else pd.RangeIndex(len(oof), name='item')
         vocab = vocab or (list(oof.columns) if isinstance(oof, pd.DataFrame) else None)
-        probs, labels = np.asarray(oof, float), np.asarray(labels)
+        probs = np.asarray(oof, float)
+        labels = _given_codes(labels, index, list(oof.columns) if isinstance(oof, pd.DataFrame) else None,
+                              probs.shape[1] if probs.ndim == 2 else 0)
     if probs.ndim != 2 or len(probs) != len(labels): raise ValueError(
         f'probabilities {probs.shape} and labels {labels.shape} do not describe the same N items')
+    if not len(probs): raise ValueError('no items to audit: the probabilities are empty')
     N, K = probs.shape
     vocab = list(range(K)) if vocab is None else list(vocab)
     if len(vocab) != K: raise ValueError(f'{len(vocab)} class names for {K} classes')

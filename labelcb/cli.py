@@ -43,14 +43,17 @@ def _parser()->argparse.ArgumentParser:
 
 # %% ../nbs/cli.ipynb #3af4b82b
 def _audit(args):
+    "`labelcb audit`: every argument and file is checked before fastai is imported or anything is trained"
     import pandas as pd
-    from labelcb.audit import audit_images
     if args.folds < 2: raise SystemExit('--folds must be at least 2')
     if args.epochs < 1: raise SystemExit('--epochs must be at least 1')
+    if args.bs < 1: raise SystemExit('--bs must be at least 1')
+    if args.size is not None and args.size < 1: raise SystemExit('--size must be at least 1 pixel')
     common = dict(n_folds=args.folds, epochs=args.epochs, bs=args.bs, seed=args.seed, method=args.method, out=args.out)
     if args.csv is None:
-        from labelcb.data import noisy_digits_df, digits_path
         if not 0 <= args.noise_rate <= 1: raise SystemExit('--noise-rate is a fraction in [0, 1]')
+        from labelcb.audit import audit_images
+        from labelcb.data import noisy_digits_df, digits_path
         df = noisy_digits_df(args.noise_rate, seed=args.seed)
         df = df[df.split == 'train']
         print(f'auditing the {len(df)} training digits, {int(df.is_noisy.sum())} of their labels flipped at random ({args.noise_rate:.0%})')
@@ -58,13 +61,18 @@ def _audit(args):
                             truth=df.true_label, **common)
     csv = Path(args.csv)
     if not csv.exists(): raise SystemExit(f'no such CSV: {csv}')
-    df = pd.read_csv(csv)
+    if not csv.is_file(): raise SystemExit(f'--csv is a CSV file with one row per image; {csv} is a folder')
+    try: df = pd.read_csv(csv)
+    except pd.errors.EmptyDataError: raise SystemExit(f'{csv} is empty: it needs a header and one row per image') from None
+    except (UnicodeDecodeError, pd.errors.ParserError) as e: raise SystemExit(f'{csv} cannot be read as a CSV: {e}') from None
     for col in (args.fn_col, args.label_col):
         if col not in df: raise SystemExit(f'{csv} has no column {col!r}; its columns are {list(df.columns)} (see --fn-col, --label-col)')
+    if not len(df): raise SystemExit(f'{csv} has a header but no rows')
     if df.index.has_duplicates or df[args.fn_col].duplicated().any(): raise SystemExit(f'{csv} lists some files twice')
     images = Path(args.images) if args.images else csv.parent
-    missing = [f for f in df[args.fn_col].head(50) if not (images/str(f)).exists()]
-    if missing: raise SystemExit(f'images not found under {images}, e.g. {missing[0]!r} (see --images)')
+    missing = [f for f in df[args.fn_col] if not (images/str(f)).is_file()]  # every row, before anything is trained
+    if missing: raise SystemExit(f'{len(missing)} of the {len(df)} images are not found under {images}, e.g. {missing[0]!r} (see --images)')
+    from labelcb.audit import audit_images
     return audit_images(df, images, args.fn_col, args.label_col, args.label_delim, size=args.size or 128,
                         arch=args.arch or 'resnet18', **common)
 
@@ -73,8 +81,10 @@ def main(argv:list|None=None):
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     warnings.filterwarnings('ignore', category=FutureWarning, module='torch')  # torch.jit deprecation noise on import
     if args.command == 'demo':
-        from labelcb.demo import run_demo
         if not 0 <= args.noise_rate <= 1: raise SystemExit('--noise-rate is a fraction in [0, 1]')
         if args.epochs < 1: raise SystemExit('--epochs must be at least 1')
+        from labelcb.demo import run_demo, DEMO_METHODS
+        unknown = [m for m in args.methods or [] if m not in DEMO_METHODS]
+        if unknown: raise SystemExit(f'unknown --methods {unknown}; the methods are: ' + ', '.join(repr(m) for m in DEMO_METHODS))
         run_demo(args.noise_kind, args.noise_rate, args.epochs, args.seed, methods=args.methods, out=args.out)
     elif args.command == 'audit': _audit(args)

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch import nn
 from fastai.torch_core import Module
+from fastai.losses import LabelSmoothingCrossEntropy
+from fastcore.basics import store_attr
 
 # %% auto #0
 __all__ = ['SoftCrossEntropyLoss', 'SoftBCEWithLogitsLoss', 'soft_loss_for']
@@ -22,13 +24,16 @@ def _reduce(loss:Tensor, reduction:str, denom:Tensor|None=None)->Tensor:
 
 # %% ../nbs/losses.ipynb #7e300094
 class SoftCrossEntropyLoss(Module):
-    "Cross-entropy between logits and probability targets (or class indices), over the last axis"
+    "Cross-entropy between logits and probability targets (or class indices), over the last axis, with optional label smoothing"
     y_int = False  # fastai's MixUp/CutMix then interpolate targets, not losses
     def __init__(self,
         weight:Tensor|None=None, # Class weights, as for `F.cross_entropy`
         reduction:str='mean', # 'mean', 'sum' or 'none'
+        label_smoothing:float=0., # ε: each target row becomes (1-ε)·row + ε/C (rows of unlabelled items stay zero)
     ):
-        self.weight,self.reduction = weight,reduction
+        if reduction not in ('mean', 'sum', 'none'): raise ValueError(f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
+        if not 0 <= label_smoothing <= 1: raise ValueError(f'label_smoothing is a fraction in [0, 1], not {label_smoothing!r}')
+        store_attr()
 
     def forward(self,
         inp:Tensor, # Logits, shape (..., C)
@@ -41,14 +46,18 @@ class SoftCrossEntropyLoss(Module):
         if targ.shape != inp.shape: raise ValueError(
             f"probability targets must have the logits' shape {tuple(inp.shape)}, got {tuple(targ.shape)}")
         targ = targ.to(inp.dtype)
-        if self.weight is not None: targ = targ*self.weight.to(targ)
+        w = self.weight.to(targ) if self.weight is not None else None
+        # weighted mean divides by the targets' total weight before smoothing, as F.cross_entropy does for class indices
+        denom = (targ*w).sum() if w is not None else None
+        if self.label_smoothing: targ = torch.lerp(targ, targ.sum(-1, keepdim=True)/inp.shape[-1], self.label_smoothing)
+        if w is not None: targ = targ*w
         loss = -(targ*F.log_softmax(inp, dim=-1)).sum(-1)
-        # weighted mean divides by the targets' total weight, as F.cross_entropy does for class indices
-        return _reduce(loss, self.reduction, targ.sum() if self.weight is not None else None)
+        return _reduce(loss, self.reduction, denom)
 
     def activation(self, x:Tensor)->Tensor: return F.softmax(x, dim=-1)
     def decodes(self, x:Tensor)->Tensor: return x.argmax(dim=-1)
-    def __repr__(self): return f'SoftCrossEntropyLoss(reduction={self.reduction!r})'
+    def __repr__(self):
+        return f'SoftCrossEntropyLoss(reduction={self.reduction!r}' + (f', label_smoothing={self.label_smoothing}' if self.label_smoothing else '') + ')'
 
 # %% ../nbs/losses.ipynb #7113a1e9
 class SoftBCEWithLogitsLoss(Module):
@@ -60,7 +69,8 @@ class SoftBCEWithLogitsLoss(Module):
         reduction:str='mean', # 'mean', 'sum' or 'none' (per item: the mean over tags)
         thresh:float=0.5, # Probability above which `decodes` turns a tag on
     ):
-        self.weight,self.pos_weight,self.reduction,self.thresh = weight,pos_weight,reduction,thresh
+        if reduction not in ('mean', 'sum', 'none'): raise ValueError(f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
+        store_attr()
 
     def forward(self,
         inp:Tensor, # Logits, shape (..., C)
@@ -78,11 +88,18 @@ class SoftBCEWithLogitsLoss(Module):
     def __repr__(self): return f'SoftBCEWithLogitsLoss(reduction={self.reduction!r}, thresh={self.thresh})'
 
 # %% ../nbs/losses.ipynb #782fd4cb
+def _settings(base:nn.Module, carried:list, defaults:dict):
+    "Refuse, by name, a setting of the user's loss the soft loss cannot honour"
+    for k, default in defaults.items():
+        if getattr(base, k, default) != default: raise ValueError(
+            f'{type(base).__name__}({k}={getattr(base, k)!r}) has no soft-target counterpart: labelcb carries '
+            f'{", ".join(carried)} only; leave {k} at its default or pass a soft-target loss yourself')
+
 def soft_loss_for(
     loss_func, # The learner's loss
     multi_label:bool=False, # Targets are multi-label (sigmoid) rather than single-label (softmax)
 ):
-    "The soft-target loss that matches `loss_func`: `loss_func` itself if it already takes probability targets"
+    "The soft-target loss that matches `loss_func`, with its settings (weight, reduction, label smoothing): `loss_func` itself if it already takes probability targets"
     want = SoftBCEWithLogitsLoss if multi_label else SoftCrossEntropyLoss
     if isinstance(loss_func, (SoftCrossEntropyLoss, SoftBCEWithLogitsLoss)):
         if not isinstance(loss_func, want): raise TypeError(
@@ -90,10 +107,12 @@ def soft_loss_for(
         return loss_func
     base = getattr(loss_func, 'func', loss_func)  # fastai's *Flat losses wrap a torch loss in `.func`
     if not multi_label and type(base) is nn.CrossEntropyLoss:
-        if base.label_smoothing: raise ValueError(
-            'label smoothing and per-item soft targets do not combine; use loss_func=SoftCrossEntropyLoss() and smooth the targets')
-        return SoftCrossEntropyLoss(weight=base.weight)
+        _settings(base, ['weight', 'reduction', 'label_smoothing'], dict(ignore_index=-100))
+        return SoftCrossEntropyLoss(weight=base.weight, reduction=base.reduction, label_smoothing=base.label_smoothing)
+    if not multi_label and type(base) is LabelSmoothingCrossEntropy:  # fastai's smoothing loss (and its Flat version)
+        return SoftCrossEntropyLoss(weight=base.weight, reduction=base.reduction, label_smoothing=base.eps)
     if multi_label and type(base) is nn.BCEWithLogitsLoss:
-        return SoftBCEWithLogitsLoss(weight=base.weight, pos_weight=base.pos_weight, thresh=getattr(loss_func, 'thresh', 0.5))
+        return SoftBCEWithLogitsLoss(weight=base.weight, pos_weight=base.pos_weight, reduction=base.reduction,
+                                     thresh=getattr(loss_func, 'thresh', 0.5))
     raise TypeError(f'{type(loss_func).__name__} cannot take per-item probability targets; '
                     f'pass loss_func={want.__name__}() to the Learner')

@@ -9,7 +9,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 from fastai.callback.schedule import SchedLin
-from fastcore.basics import patch
+from fastcore.basics import patch, store_attr
+import warnings
 from .table import LabelCallback, LabelTable
 
 # %% auto #0
@@ -21,7 +22,7 @@ class ProgressiveLabelCorrection(LabelCallback):
     _stateattrs = ('table', '_window', '_seen')
     def __init__(self,
         rule:str='diff', # 'diff': p_pred - p_label > θ, per batch (paper, seed 002); 'ratio': f̄[y]/max f̄ < δ, per epoch (official code)
-        warmup:float|int=0.2, # No correction in this fraction of a fit's iterations (float), or this many epochs (int)
+        warmup:float|int=0.2, # No correction in this fraction of each fit's iterations (float), or in the first this many training epochs, counted across fits such as fine_tune's two (int)
         theta=(0.3, 0.05), # 'diff' and multi-label: θ as (start, end) for `theta_sched`, a constant, or a schedule `f(pos)`
         theta_sched=SchedLin, # fastai-style schedule `f(start, end)` applied over the correction phase
         delta:float=0.3, # 'ratio': starting δ
@@ -34,34 +35,43 @@ class ProgressiveLabelCorrection(LabelCallback):
     ):
         super().__init__(table)
         if rule not in ('diff', 'ratio'): raise ValueError(f"rule is 'diff' or 'ratio', not {rule!r}")
+        if isinstance(warmup, np.number): warmup = warmup.item()  # numpy ints count epochs as ints do
         if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or warmup < 0 or (isinstance(warmup, float) and warmup >= 1):
             raise ValueError(f'warmup is a fraction of the iterations in [0, 1) or a number of epochs, not {warmup!r}')
         if callable(theta) and not isinstance(theta, (tuple, list)): self.theta_fn = theta
         else:
-            start, end = (theta, theta) if isinstance(theta, (int, float)) else theta
+            start, end = (theta, theta) if isinstance(theta, (int, float, np.number)) else theta
             self.theta_fn = theta_sched(start, end)
         ends = [float(self.theta_fn(0.)), float(self.theta_fn(1.))]
         if not all(0 <= t <= 1 for t in ends): raise ValueError(f'θ must stay in [0, 1]; this schedule goes from {ends[0]} to {ends[1]}')
         if not 0 < delta <= 1 or not 0 < delta_max <= 1: raise ValueError('δ and delta_max are ratios in (0, 1]')
+        if delta_step < 0: raise ValueError(f'delta_step is how much δ rises, ≥ 0, not {delta_step!r}')
+        if not 0 <= dry < 1: raise ValueError(f'dry is a fraction of the labels in [0, 1), not {dry!r}')
+        if min_tag_count < 0: raise ValueError(f'min_tag_count is a number of positives, ≥ 0, not {min_tag_count!r}')
         if window < 1: raise ValueError('window must be at least 1 epoch')
-        self.rule,self.warmup,self.delta,self.delta_step,self.delta_max,self.dry,self.window,self.min_tag_count = \
-            rule,warmup,delta,delta_step,delta_max,dry,window,min_tag_count
+        window, min_tag_count = int(window), int(min_tag_count)
+        store_attr('rule,warmup,delta,delta_step,delta_max,dry,window,min_tag_count')
+        self._delta0 = delta
         self.history = []  # per training epoch: epoch, threshold, corrections
         self._window = self._seen = None
 
     def _init_state(self): self.table,self._window,self._seen = None,None,None
+    def _new_items(self):
+        "Other items: no table, window, history or raised δ of the old ones"
+        self._init_state()
+        self.history, self.delta = [], self._delta0
+        self.__dict__.pop('_tag_ok', None)
 
 # %% ../nbs/plc.ipynb #bd5a3b08
 @patch
 def before_train(self:ProgressiveLabelCorrection):
     LabelCallback.before_train(self)
     if not self.active: return
-    if isinstance(self.warmup, int) and self.warmup >= self.n_epoch: raise ValueError(
-        f'a warm-up of {self.warmup} epochs is as long as the fit ({self.n_epoch} epochs): nothing would be corrected')
     if self.rule == 'ratio' and self.table.multi_label: raise ValueError(
         "the 'ratio' rule is single-label (as in the official code); multi-label PLC uses the per-tag 'diff' rule")
     if self.table.multi_label and not hasattr(self, '_tag_ok'):
         self._tag_ok = self.table.original.sum(0) >= self.min_tag_count
+    if self.epoch == 0: self._fit_start = len(self.history)  # training epochs this callback saw before this fit
     if self.rule == 'ratio':
         n, c = len(self.table), self.table.c
         if self._window is None or self._window.shape[1:] != (n, c):
@@ -72,17 +82,32 @@ def before_train(self:ProgressiveLabelCorrection):
     self._n_fixed = 0
 
 @patch
+def _warmup_in_fit(self:ProgressiveLabelCorrection)->float:
+    "Where this fit's correction phase starts, as a fraction of its iterations: a warm-up in epochs counts every fit (fine_tune's two)"
+    if not isinstance(self.warmup, int): return self.warmup
+    return min(max(self.warmup - getattr(self, '_fit_start', 0), 0)/self.n_epoch, 1.)
+
+@patch
 def _correcting(self:ProgressiveLabelCorrection)->bool:
-    "Past the warm-up of this fit"
-    if isinstance(self.warmup, int): return self.epoch >= self.warmup
+    "Past the warm-up"
+    if isinstance(self.warmup, int): return len(self.history) >= self.warmup  # history: this callback's training epochs so far
     return self.pct_train >= self.warmup
 
 @patch
 def _threshold(self:ProgressiveLabelCorrection)->float:
     "θ at this point of the correction phase"
-    start = self.warmup/self.n_epoch if isinstance(self.warmup, int) else self.warmup
+    start = self._warmup_in_fit()
     pos = (self.pct_train - start)/max(1 - start, 1e-8)
-    return float(self.theta_fn(min(max(pos, 0.), 1.)))
+    theta = float(self.theta_fn(min(max(pos, 0.), 1.)))
+    if not 0 <= theta <= 1: raise ValueError(f'θ must stay in [0, 1]; the schedule gave {theta} at position {pos:.3f} of the correction phase')
+    return theta
+
+@patch
+def after_fit(self:ProgressiveLabelCorrection):
+    if self.active and not self._correcting() and getattr(getattr(self.learn, 'opt', None), 'frozen_idx', 0) == 0:
+        warnings.warn(f'PLC corrected nothing in this fit: its warm-up of {self.warmup} epochs has not ended '
+                      f'({len(self.history)} training epochs so far); train longer or shorten the warm-up')
+    LabelCallback.after_fit(self)
 
 # %% ../nbs/plc.ipynb #d22737bb
 @patch
@@ -191,10 +216,11 @@ def show_corrections(self:ProgressiveLabelCorrection,
     if not idxs: print('no label is changed'); return
     nrows = int(np.ceil(len(idxs)/ncols))
     fig, axs = plt.subplots(nrows, ncols, figsize=figsize or (2.2*ncols, 2.4*nrows), squeeze=False)
-    orig, now = t.original.numpy(), t.labels.numpy()
+    orig, now, item_of = t.original.numpy(), t.labels.numpy(), t.item_of.cpu().numpy()
     for ax, i in zip(axs.flat, idxs):
         old, new = t.vocab[orig[i]], t.vocab[now[i]]
-        show_image(self.dls.train_ds[i][0], ax=ax, title=f'{old} → {new}', cmap='gray')
+        pos = int(np.flatnonzero(item_of == i)[0])  # the item's (first) position in the training set
+        show_image(self.dls.train_ds[pos][0], ax=ax, title=f'{old} → {new}', cmap='gray')
         if true_labels is not None: ax.title.set_color('green' if str(true_labels[i]) == str(new) else 'red')
     for ax in list(axs.flat)[len(idxs):]: ax.axis('off')
     fig.tight_layout()

@@ -38,13 +38,14 @@ class RefineryLoop(LabelCallback):
             f'teacher is a trained Learner or its nn.Module, not {type(teacher).__name__}')
         if mode not in ('on_the_fly', 'offline'): raise ValueError(f"mode must be 'on_the_fly' or 'offline', got {mode!r}")
         if teacher_mode not in ('eval', 'train'): raise ValueError(f"teacher_mode must be 'eval' or 'train', got {teacher_mode!r}")
-        if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 <= a <= 1: raise ValueError(f'a is a weight in [0, 1], not {a!r}')
+        if isinstance(a, bool) or not isinstance(a, (int, float, np.number)) or not 0 <= a <= 1: raise ValueError(f'a is a weight in [0, 1], not {a!r}')
         self.teacher,self.mode,self.a,self.teacher_mode = teacher,mode,float(a),teacher_mode
         vocab = getattr(getattr(teacher, 'dls', None), 'vocab', None) if isinstance(teacher, Learner) else None
         self.teacher_vocab = None if vocab is None else [str(v) for v in vocab]
         self._frozen,self._blended,self.teacher_seconds = None,None,0.
 
     def _init_state(self): self.table,self.teacher,self._frozen,self._blended = None,None,None,None
+    def _new_items(self): self.table,self._blended = None,None
 
 # %% ../nbs/refinery.ipynb #5622e8b3
 @patch
@@ -93,7 +94,7 @@ def before_train(self:RefineryLoop):
         teacher = self._frozen_teacher()
         out = predict_items(teacher, self.dls, self.teacher_mode, augment=False)  # every training item, un-augmented
         self._check_output(out)
-        self.table.blend(self._probs(out), self.a, why='refinery')
+        self.table.blend(self.table.per_item(self._probs(out)), self.a, why='refinery')  # copies of an item: one row
         self._blended, self.teacher_seconds = self.table, time.perf_counter() - start
     elif self._frozen is None: self._frozen = self._frozen_teacher()
 

@@ -89,7 +89,7 @@ def staged_fit(
     quiet:bool=False, # Train without progress bars and logs
 )->pd.DataFrame: # One row per phase: size, phase, epochs, the recorder's last losses and metrics, seconds
     "Seed 003's progressive resizing: at each size new DataLoaders, a frozen fit, then an unfrozen fit with discriminative learning rates"
-    frozen_ep, unfrozen_ep = (epochs, epochs) if isinstance(epochs, int) else epochs
+    frozen_ep, unfrozen_ep = (epochs, epochs) if isinstance(epochs, (int, np.integer)) else epochs
     if min(frozen_ep, unfrozen_ep) < (1 if freeze else 0) or unfrozen_ep < 1: raise ValueError(f'epochs must be >= 1, not {epochs!r}')
     if not callable(make_dls): raise TypeError('make_dls is a function of the size that returns DataLoaders')
     if schedule not in ('one_cycle', 'sgdr'): raise ValueError(f"schedule is 'one_cycle' or 'sgdr', not {schedule!r}")

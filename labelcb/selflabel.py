@@ -102,6 +102,7 @@ class SelfLabelSinkhorn(Callback):
         tol:float=0.1, # Sinkhorn-Knopp's stopping tolerance
         seed:int|None=None, # Seed of the random initial assignment
     ):
+        k, heads, n_opts = [int(v) if isinstance(v, np.integer) else v for v in (k, heads, n_opts)]  # numpy ints are ints here
         if not (isinstance(k, int) and k >= 2): raise ValueError(f'k must be an int ≥ 2, got {k!r}')
         if not (isinstance(heads, int) and heads >= 1): raise ValueError(f'heads must be an int ≥ 1, got {heads!r}')
         if not lam > 0: raise ValueError(f'lam must be > 0, got {lam!r}')

@@ -103,7 +103,7 @@ def _check_scores(scores, lam:float, inputs:str)->Tensor:
     N,K = scores.shape
     if K < 2: raise ValueError(f'sinkhorn_knopp: K = {K}; at least 2 clusters are needed')
     if K > N: raise ValueError(f'sinkhorn_knopp: {N} items cannot fill K = {K} equal clusters; use K ≤ N')
-    if not (isinstance(lam, (int, float)) and lam > 0): raise ValueError(f'sinkhorn_knopp: lam must be a number > 0, got {lam!r}')
+    if not (isinstance(lam, (int, float, np.number)) and lam > 0): raise ValueError(f'sinkhorn_knopp: lam must be a number > 0, got {lam!r}')
     if inputs not in ('probs', 'log_probs', 'logits'): raise ValueError(
         f"sinkhorn_knopp: inputs must be 'probs', 'log_probs' or 'logits', got {inputs!r}")
     if not scores.is_floating_point(): raise TypeError(f'sinkhorn_knopp: scores must be floats, got {scores.dtype}')

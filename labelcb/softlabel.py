@@ -50,10 +50,11 @@ class SoftLabel(LabelCallback):
         table:LabelTable|None=None, # A label table to start from (shared with other label callbacks, or loaded)
     ):
         super().__init__(table)
-        if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 <= a <= 1: raise ValueError(f'a is a weight in [0, 1], not {a!r}')
+        if isinstance(a, bool) or not isinstance(a, (int, float, np.number)) or not 0 <= a <= 1: raise ValueError(f'a is a weight in [0, 1], not {a!r}')
         self.oof,self.a,self._blended = _oof_frame(oof),float(a),None
 
     def _init_state(self): self.table,self.oof,self._blended = None,None,None
+    def _new_items(self): self.table,self._blended = None,None
 
     def before_train(self):
         super().before_train()

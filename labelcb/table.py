@@ -14,11 +14,15 @@ from torch import Tensor
 from fastai.callback.core import Callback
 from fastai.callback.mixup import MixHandler
 from fastcore.basics import patch
+from fastcore.meta import delegates
+from fastcore.xtras import join_path_file
+from fastai.learner import Learner
+from fastai.torch_core import rank_distrib
 from .items import ItemIndex, ensure_item_index
 from .losses import soft_loss_for, SoftBCEWithLogitsLoss
 
 # %% auto #0
-__all__ = ['UNLABELLED', 'LabelTable', 'label_names', 'LabelCallback']
+__all__ = ['UNLABELLED', 'LabelTable', 'label_names', 'LabelCallback', 'learner_table']
 
 # %% ../nbs/table.ipynb #7eaa66d4
 def _dataset_targets(ds)->list:
@@ -39,7 +43,35 @@ def _ids(ds, n:int):
         return pd.Index([str(o) for o in items], name='item')
     return pd.RangeIndex(n, name='item')
 
+def _fingerprint(ids)->str: return hashlib.sha1('\n'.join(map(str, ids)).encode()).hexdigest()
+
+def _check_copies(items:pd.DataFrame):
+    "Rows sharing an index label are copies of one item (as `oversample` makes them): refuse rows that share one but differ"
+    dup = items.index.duplicated(keep=False)
+    if not dup.any(): return
+    rows = items[dup].astype(str)
+    differ = rows.groupby(level=0, sort=False).nunique(dropna=False).max(axis=1) > 1
+    if differ.any():
+        ex = differ.index[differ.values][:3].tolist()
+        raise ValueError(f'{int(differ.sum())} index labels of the frame are shared by rows that differ (e.g. {ex}): an item is '
+                         'identified by its index label, so rows sharing one must be copies of one item (as oversample makes '
+                         'them). Give each item its own index label (df.reset_index(drop=True) before making the DataLoaders)')
+
 # %% ../nbs/table.ipynb #7423a02b
+def _as_labels(ys)->Tensor:
+    "Class labels as one tensor: (N,) class indices, or (N, C) multi-hot/probability rows; refuse what is not class labels"
+    labels = torch.stack([y.as_subclass(Tensor) for y in ys]) if isinstance(ys, list) else torch.as_tensor(ys).as_subclass(Tensor)
+    if labels.ndim == 1 and labels.is_floating_point(): raise TypeError(
+        'a LabelTable holds class labels; these targets are floats (a regression target?)')
+    if labels.ndim == 2 and labels.is_floating_point() and len(labels):
+        l = labels.float()
+        onehot_or_multihot = ((l == 0) | (l == 1)).all()
+        probs = (l >= 0).all() and torch.allclose(l.sum(1), torch.ones(len(l)), atol=1e-4)
+        if not (onehot_or_multihot or probs): raise TypeError(
+            f'a LabelTable holds class labels; these {labels.shape[1]}-column targets are neither 0/1 (multi-label) nor '
+            'probability rows (a regression target?): label callbacks train classifiers, whatever the loss')
+    return labels
+
 UNLABELLED = -100  # class index of an item without a label: torch's and fastai's cross-entropy ignore it
 
 class LabelTable:
@@ -47,12 +79,10 @@ class LabelTable:
     def __init__(self,
         labels:Tensor, # (N,) class indices (`UNLABELLED` for an item without one), or (N, C) multi-hot or probability rows
         vocab=None, # Class names, in class-index order
-        ids=None, # Who each item is (a pandas Index, or a list): DataFrame index labels, paths...
+        ids=None, # Who each labelled position is (a pandas Index, or a list): DataFrame index labels, paths...; positions sharing an id are copies of one item
         multi_label:bool|None=None, # Multi-label targets; default: 2-D labels whose rows are not probability rows
     ):
-        labels = torch.as_tensor(labels)
-        if labels.ndim == 1 and labels.is_floating_point(): raise TypeError(
-            'a LabelTable holds class labels; these targets are floats (a regression target?)')
+        labels = _as_labels(labels)
         if labels.ndim not in (1, 2): raise ValueError(f'labels must be (N,) class indices or (N, C) rows, got shape {tuple(labels.shape)}')
         n = len(labels)
         has = labels != UNLABELLED if labels.ndim == 1 else torch.ones(n, dtype=torch.bool)
@@ -68,8 +98,19 @@ class LabelTable:
             self.targets[has] = F.one_hot(labels[has].long(), c).float()  # an unlabelled item's row stays zero
         self.vocab, self.multi_label = (list(vocab) if vocab is not None else list(range(c))), multi_label
         if len(self.vocab) != c: raise ValueError(f'{len(self.vocab)} class names for {c} classes')
-        self.ids = pd.Index(ids) if ids is not None else pd.RangeIndex(n, name='item')
-        if len(self.ids) != n: raise ValueError(f'{len(self.ids)} ids for {n} items')
+        ids = pd.Index(ids) if ids is not None else pd.RangeIndex(n, name='item')
+        if len(ids) != n: raise ValueError(f'{len(ids)} ids for {n} items')
+        self._positions = _fingerprint(ids)  # of every position: what `describes` compares a training set with
+        # one row per item: positions sharing an id (oversampled copies) share their targets, corrections and state
+        codes, self.ids = pd.factorize(ids)
+        self.ids.name = ids.name
+        self.item_of = torch.as_tensor(codes, dtype=torch.long)
+        if len(self.ids) < n:
+            first = torch.as_tensor(pd.Series(np.arange(n)).groupby(codes, sort=True).first().to_numpy(), dtype=torch.long)
+            if not torch.equal(self.targets[self.item_of], self.targets[first][self.item_of]): raise ValueError(
+                'positions with the same id are copies of one item and must have the same label; some do not: give each '
+                'item its own id (reset the frame\'s index)')
+            self.targets = self.targets[first]
         self.original = self._hard(self.targets).cpu()
         self._log = []
 
@@ -79,12 +120,25 @@ class LabelTable:
         ds = dls.train_ds
         ys = _dataset_targets(ds)
         if not len(ys): raise ValueError('the training set is empty')
-        y0 = torch.as_tensor(ys[0])
-        if y0.is_floating_point() and y0.ndim == 0: raise TypeError(
-            'a LabelTable holds class labels; these targets are floats (a regression target?)')
-        labels = torch.stack([torch.as_tensor(y).as_subclass(Tensor) for y in ys])
+        if isinstance(getattr(ds, 'items', None), pd.DataFrame): _check_copies(ds.items)
+        labels = _as_labels([torch.as_tensor(y) for y in ys])
         vocab = getattr(dls, 'vocab', None)
         return cls(labels, vocab=vocab, ids=_ids(ds, len(ys)), multi_label=labels.ndim == 2)
+
+    def describes(self, ds)->bool:
+        "Whether this table was made for the items of `ds`, position by position (ids; labels too where the ids are positions)"
+        if len(ds) != len(self.item_of) or _fingerprint(_ids(ds, len(ds))) != self._positions: return False
+        if not isinstance(self.ids, pd.RangeIndex): return True
+        # positions say nothing of who an item is: its given label must also be the dataset's
+        return torch.equal(self._hard(LabelTable(_as_labels([torch.as_tensor(y) for y in _dataset_targets(ds)]), vocab=self.vocab,
+                                                 multi_label=self.multi_label).targets).cpu(), self.original)
+
+    def per_item(self, x:Tensor)->Tensor:
+        "Rows of `x` for every training position (dataset order) averaged over each item's copies: (items, ...)"
+        if len(x) != len(self.item_of): raise ValueError(f'expected {len(self.item_of)} rows, one per training position, got {len(x)}')
+        if len(self) == len(x): return x
+        out = x.new_zeros(len(self), *x.shape[1:]).index_add_(0, self.item_of.to(x.device), x)
+        return out/torch.bincount(self.item_of, minlength=len(self)).to(x).view(-1, *[1]*(x.ndim-1))
 
     def __len__(self): return len(self.targets)
     def __repr__(self):
@@ -94,11 +148,15 @@ class LabelTable:
     @property
     def device(self): return self.targets.device
     def to(self, device)->LabelTable:
-        self.targets = self.targets.to(device)
+        self.targets,self.item_of = self.targets.to(device),self.item_of.to(device)
         return self
 
+    def rows(self, positions:Tensor)->Tensor:
+        "The table rows (items) of training positions (dataset indices): the same where no item is repeated"
+        return self.item_of[positions]
+
     def batch(self, idx:Tensor)->Tensor:
-        "Targets of the items `idx` (dataset indices, on the table's device)"
+        "Targets of the items `idx` (table rows, on the table's device)"
         return self.targets[idx]
 
     def _hard(self, t:Tensor)->Tensor:
@@ -224,7 +282,8 @@ def _write_labels(
                                      'pass the frame the DataLoaders were made from')
     res = df.copy()
     if new.dtype == object and res[label_col].dtype != object: res[label_col] = res[label_col].astype(object)  # e.g. ints among NaN
-    res.loc[new.index, label_col] = new
+    rows = res.index.isin(new.index)  # every copy of an item (rows sharing its index label) gets the item's label
+    res.loc[rows, label_col] = new.reindex(res.index[rows]).to_numpy()
     return res
 
 # %% ../nbs/table.ipynb #7288336f
@@ -243,19 +302,40 @@ def repair_scores(self:LabelTable,
                 broken=float((now[~wrong] != true[~wrong]).mean()) if (~wrong).any() else float('nan'))
 
 # %% ../nbs/table.ipynb #f9760d96
-def _fingerprint(ids)->str: return hashlib.sha1('\n'.join(map(str, ids)).encode()).hexdigest()
+def _plain(v):
+    "A class name as a plain Python value (numpy scalars are not), so a saved table loads with `weights_only=True`"
+    return v.item() if isinstance(v, np.generic) else v if isinstance(v, (str, int, float, bool)) else str(v)
 
 @patch
 def state_dict(self:LabelTable)->dict:
-    return dict(targets=self.targets.cpu(), original=self.original, vocab=self.vocab, multi_label=self.multi_label,
-                ids=_fingerprint(self.ids), log=self._log)
+    "Targets, original labels, class names, change log, and the fingerprint of the items they belong to"
+    log = [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in rec.items()} for rec in self._log]
+    return dict(targets=self.targets.cpu(), original=self.original, vocab=[_plain(v) for v in self.vocab],
+                multi_label=self.multi_label, ids=_fingerprint(self.ids), log=log)
+
+def _class_order(saved:list, here:list)->list:
+    "For each class of `here`, its column in `saved` (matched by name); refuse different class sets"
+    pos = {str(v): i for i, v in enumerate(saved)}
+    if len(saved) != len(here) or sorted(pos) != sorted(map(str, here)): raise ValueError(
+        f'the saved table has other classes than these DataLoaders: saved {list(saved)}, here {list(here)}')
+    return [pos[str(v)] for v in here]
 
 @patch
 def load_state_dict(self:LabelTable, sd:dict)->LabelTable:
+    "Load a saved state: the same items, and the same classes (columns are matched by class name, in any order)"
     if sd['ids'] != _fingerprint(self.ids) or len(sd['targets']) != len(self): raise ValueError(
         'this saved table belongs to other items (a different training set or split); it cannot be loaded here')
-    self.targets = sd['targets'].to(self.device)
-    self.original, self.vocab, self.multi_label, self._log = sd['original'], list(sd['vocab']), sd['multi_label'], list(sd['log'])
+    if sd['multi_label'] != self.multi_label: raise ValueError('the saved table is ' + ('multi' if sd['multi_label'] else 'single') +
+                                                               '-label; these DataLoaders are not')
+    order = _class_order(sd['vocab'], self.vocab)
+    new_of_old = torch.empty(len(order), dtype=torch.long)
+    new_of_old[torch.tensor(order)] = torch.arange(len(order))
+    def recode(lab:Tensor)->Tensor:  # saved class codes -> this table's
+        if self.multi_label: return lab[:, order]
+        return torch.where(lab == UNLABELLED, lab, new_of_old[lab.clamp(min=0)])
+    self.targets = sd['targets'][:, order].to(self.device)
+    self.original = recode(sd['original'])
+    self._log = [dict(rec, old=recode(rec['old']), new=recode(rec['new'])) for rec in sd['log']]
     return self
 
 @patch
@@ -264,8 +344,8 @@ def save(self:LabelTable, fname):
     torch.save(self.state_dict(), fname)
 @patch
 def load(self:LabelTable, fname)->LabelTable:
-    "Load a state saved with `save` (it must belong to the same items)"
-    return self.load_state_dict(torch.load(fname, weights_only=False))
+    "Load a state saved with `save`: it must belong to the same items; class columns are matched by name"
+    return self.load_state_dict(torch.load(fname, weights_only=True))
 
 # %% ../nbs/table.ipynb #6393237c
 class LabelCallback(Callback):
@@ -276,34 +356,75 @@ class LabelCallback(Callback):
     def __init__(self,
         table:LabelTable|None=None, # A table to start from (e.g. one loaded to resume); default: made from `dls.train_ds`
     ):
-        self.table,self.active = table,False
+        self.table,self.active,self._table_given = table,False,table is not None
     def _init_state(self): self.table = None  # what an exported/unpickled callback starts from
+    def _new_items(self):
+        "Forget the state of other items: this callback now trains on a training set its table was not made for"
+        self.table = None
 
     @property
     def idx(self)->Tensor:
-        "Dataset indices of the current training batch's items"
-        return self.item_index.idx
+        "Table rows (items) of the current training batch: its dataset indices, with an oversampled item's copies sharing one row"
+        return self.table.rows(self.item_index.idx)
 
-    def _shared_table(self):
-        return next((cb.table for cb in self.learn.cbs if isinstance(cb, LabelCallback) and cb.table is not None), None)
+    def _shared_table(self, ds):
+        "The table another label callback of this learner holds for these items, if any"
+        return next((cb.table for cb in self.learn.cbs if isinstance(cb, LabelCallback) and cb is not self
+                     and cb.table is not None and cb.table.describes(ds)), None)
+
+    def _table_for(self, ds)->LabelTable:
+        "The table to train on, checked against the training set every fit"
+        t = self.table
+        if t is not None and t.describes(ds): return t
+        if t is not None and self._table_given: raise ValueError(
+            f'the label table given to {type(self).__name__}(table=) belongs to other items than this training set '
+            f'({len(t.item_of)} positions; the training set has {len(ds)}): make it from these DataLoaders '
+            '(LabelTable.from_dls(dls), then .load(file) to resume), or leave table= out')
+        if t is not None: self._new_items()  # reused on other items (a fold loop, new dls): start afresh
+        self._table_given = False
+        return self._shared_table(ds) or LabelTable.from_dls(self.dls)
 
     def before_fit(self):
         ensure_item_index(self.learn)
-        _restore_loss(self.learn)  # a fit stopped by an exception may have left the soft loss in place
+        self.restore_loss()  # a fit stopped in an odd place may have left the soft loss in place
+        if '_do_epoch' not in self.learn.__dict__: self.learn._do_epoch = self._epoch_restoring_loss
+
+    def _epoch_restoring_loss(self):
+        "The learner's epoch; however it ends (an exception, KeyboardInterrupt), the user's loss is back before it leaves"
+        learn = self.learn
+        try: type(learn)._do_epoch(learn)
+        except BaseException:
+            self.restore_loss()
+            learn.__dict__.pop('_do_epoch', None)
+            raise
 
     def before_train(self):
         self.active = not hasattr(self.learn, 'lr_finder')
         if not self.active: return
-        if self.table is None: self.table = self._shared_table() or LabelTable.from_dls(self.dls)
-        if len(self.table) != len(self.dls.train_ds): raise ValueError(
-            f'the label table has {len(self.table)} items but the training set has {len(self.dls.train_ds)}: '
-            'it was made for other DataLoaders')
+        self.table = self._table_for(self.dls.train_ds)
         n_missing = int((~self.table.labelled).sum())
         if n_missing and not self.accepts_unlabelled: raise ValueError(
             f'{type(self).__name__} needs a label on every training item, and {n_missing} of {len(self.table)} have none: '
             'for partly labelled data use TemporalEnsemble (labelcb.temporal)')
-        _swap_loss(self.learn, self.table.multi_label)
+        if self.learn.loss_func is self.user_loss:  # not swapped yet by another label callback (TemporalEnsemble's own loss stays)
+            self.swap_loss(soft_loss_for(self.user_loss, self.table.multi_label))
         self._mixing = any(isinstance(cb, MixHandler) for cb in self.learn.cbs)
+
+    @property
+    def user_loss(self):
+        "The learner's own loss, whatever a label callback trains on now"
+        return getattr(self.learn.loss_func, '__dict__', {}).get('_labelcb_user_loss', self.learn.loss_func)
+
+    def swap_loss(self, loss):
+        "Train on `loss` until this training epoch ends, however it ends; the user's loss is put back then"
+        user = self.user_loss
+        if loss is user: return
+        loss.__dict__['_labelcb_user_loss'] = user  # __dict__: not registered as a submodule
+        self.learn.loss_func = loss
+
+    def restore_loss(self):
+        "Put the user's loss back"
+        if self.learn is not None: self.learn.loss_func = self.user_loss
 
     def _wants_probs(self)->bool: return False  # a subclass that uses this batch's predictions returns True
     def _probs(self, pred:Tensor)->Tensor:
@@ -313,7 +434,7 @@ class LabelCallback(Callback):
     def before_batch(self):
         self.batch_probs = None
         if not self.active or not self.training: return
-        if self.table.device != self.idx.device: self.table.to(self.idx.device)
+        if self.table.device != self.item_index.idx.device: self.table.to(self.item_index.idx.device)
         self.learn.yb = (self.table.batch(self.idx),)
         if self._mixing and self._wants_probs():
             with torch.no_grad(): self.batch_probs = self._probs(self.model(*self.xb))  # un-mixed: MixUp (order 0) comes next
@@ -321,19 +442,41 @@ class LabelCallback(Callback):
     def after_pred(self):
         if self.active and self.training and not self._mixing and self._wants_probs(): self.batch_probs = self._probs(self.pred)
 
-    def after_train(self): _restore_loss(self.learn)
-    def after_fit(self): _restore_loss(self.learn); self.active = False
+    def after_train(self): self.restore_loss()
+    def after_fit(self):
+        self.restore_loss()
+        self.learn.__dict__.pop('_do_epoch', None)
+        self.active = False
 
-# %% ../nbs/table.ipynb #a48eda85
-def _swap_loss(learn, multi_label:bool):
-    "Train on the soft counterpart of the learner's loss, remembering the user's loss to put back"
-    lf = learn.loss_func
-    if '_labelcb_user_loss' in getattr(lf, '__dict__', {}): return  # swapped already, by another label callback
-    soft = soft_loss_for(lf, multi_label)
-    if soft is lf: return
-    soft.__dict__['_labelcb_user_loss'] = lf  # __dict__: not registered as a submodule
-    learn.loss_func = soft
+# %% ../nbs/table.ipynb #ec342e81
+_fastai_save, _fastai_load = getattr(Learner.save, '_fastai', Learner.save), getattr(Learner.load, '_fastai', Learner.load)
 
-def _restore_loss(learn):
-    user = getattr(learn.loss_func, '__dict__', {}).get('_labelcb_user_loss')
-    if user is not None: learn.loss_func = user
+def learner_table(learn)->LabelTable|None:
+    "The label table a learner's label callbacks train on (None before its first fit, or without a label callback)"
+    return next((cb.table for cb in learn.cbs if isinstance(cb, LabelCallback) and cb.table is not None), None)
+
+def _table_file(model_file)->Path: return Path(model_file).with_suffix('.labels.pth')
+
+@patch
+@delegates(_fastai_save)
+def save(self:Learner, file, **kwargs):
+    "fastai's `Learner.save`; a learner with a label table saves it beside the model, as `<file>.labels.pth`"
+    path = _fastai_save(self, file, **kwargs)
+    t = learner_table(self)
+    if t is not None and rank_distrib() == 0: t.save(_table_file(path))
+    return path
+
+@patch
+@delegates(_fastai_load)
+def load(self:Learner, file, device=None, **kwargs):
+    "fastai's `Learner.load`; a learner with label callbacks also loads the label table saved beside the model, if there is one"
+    res = _fastai_load(self, file, device=device, **kwargs)
+    tf = _table_file(join_path_file(file, self.path/self.model_dir, ext='.pth'))
+    cbs = [cb for cb in self.cbs if isinstance(cb, LabelCallback)]
+    if cbs and tf.exists():
+        t = learner_table(self) or LabelTable.from_dls(self.dls)
+        t.load(tf)  # refuses a table of other items
+        for cb in cbs: cb.table = t
+    return res
+
+Learner.save._fastai, Learner.load._fastai = _fastai_save, _fastai_load  # importing this module twice wraps fastai's once

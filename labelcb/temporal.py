@@ -75,6 +75,7 @@ class TemporalEnsemble(LabelCallback):
         super().__init__(table)
         if not 0 <= alpha < 1: raise ValueError(f'alpha is a momentum in [0, 1), not {alpha}')
         if w_max < 0: raise ValueError('w_max must be ≥ 0 (0: supervised loss only)')
+        if isinstance(rampup, np.integer): rampup = int(rampup)  # epochs, as an int
         if isinstance(rampup, bool) or not isinstance(rampup, (int, float)) or rampup < 0 or (isinstance(rampup, float) and rampup > 1):
             raise ValueError(f'rampup is a fraction of the epochs in [0, 1] or a number of epochs, not {rampup!r}')
         if sup_norm not in ('batch', 'labelled'): raise ValueError(f"sup_norm is 'batch' or 'labelled', not {sup_norm!r}")
@@ -84,6 +85,7 @@ class TemporalEnsemble(LabelCallback):
         self._w_scale = None if scale_w else 1.
 
     def _init_state(self): self.table = self.ensemble = self.n_seen = self._epoch_probs = self._epoch_seen = None
+    def _new_items(self): self._init_state(); self.history = []
     def _wants_probs(self)->bool: return True  # every training pass feeds the ensemble
 
 # %% ../nbs/temporal.ipynb #8c5b9d47
@@ -128,9 +130,7 @@ def before_train(self:TemporalEnsemble):
     self._epoch_seen.zero_()
     self.unsup_weight = self.weight_at(self.epoch, self.n_epoch)
     soft = self.learn.loss_func  # the soft loss LabelCallback put in; the user's loss comes back after training
-    lf = ConsistencyLoss(self.unsup_weight, self.sup_norm, weight=getattr(soft, 'weight', None))
-    lf.__dict__['_labelcb_user_loss'] = soft.__dict__.get('_labelcb_user_loss', soft)
-    self.learn.loss_func = lf
+    self.swap_loss(ConsistencyLoss(self.unsup_weight, self.sup_norm, weight=getattr(soft, 'weight', None)))
     self._sums, self._n = torch.zeros(2, device=dev), 0  # sup and unsup loss summed over items, on the device: no sync per batch
 
 @patch
@@ -251,6 +251,8 @@ def fill_labels(self:TemporalEnsemble,
     min_confidence:float=0.9, # Only pseudo-labels at least this confident are written
 )->pd.DataFrame:
     "A copy of `df` whose empty labels of training items are filled with confident pseudo-labels"
+    if isinstance(min_confidence, bool) or not 0 <= min_confidence <= 1: raise ValueError(
+        f'min_confidence is a probability in [0, 1], not {min_confidence!r}')
     pl = self.pseudo_labels()
     sure = pl[pl.confidence >= min_confidence]
     return _write_labels(df, label_col, sure.label.astype(object), pl.index)  # the vocab's own values: ints stay ints

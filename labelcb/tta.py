@@ -60,7 +60,7 @@ def tta_predict(
     if not learners: raise ValueError('no learners to predict with')
     if augment not in _AUGMENTS: raise ValueError(f"augment is 'fastai', 'dihedral' or None, not {augment!r}")
     if combine not in _COMBINES: raise ValueError(f"combine is 'mean' or 'max', not {combine!r}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise ValueError(f'n is a number of augmented passes (>= 1), not {n!r}')
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1: raise ValueError(f'n is a number of augmented passes (>= 1), not {n!r}')
     vocab, multi, jobs = list(learners[0].dls.vocab), None, []
     for i, learn in enumerate(learners):
         if list(learn.dls.vocab) != vocab: raise ValueError(f'the learners have different classes: {vocab} and {list(learn.dls.vocab)}')
