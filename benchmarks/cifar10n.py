@@ -408,8 +408,12 @@ def report(path:Path, cmd:str):
     "benchmarks/results/cifar10n.md from the whole CSV"
     df = done_rows(path)
     if not len(df): return
-    lines = [f'# CIFAR-10N: every method on real human label noise\n', f'Command (the last that wrote this file): `{cmd}`  ',
-             f'Machine: {df.machine.iloc[-1]}. Rows finished: {len(df)}; see the CSV for every figure.\n']
+    lines = ['# CIFAR-10N: every method on real human label noise\n',
+             'Commands: `python3 dev.py bench cifar10n` makes every row of the default plan (it resumes where it stopped); the '
+             "diagnostic rows (`plc_*_w50`) come from `python3 dev.py bench cifar10n --methods plc_diff_w50 plc_ratio_w50`; "
+             '`--report-only` rewrites this file from the CSV. Last writer: `' + cmd + '`.  ',
+             f'Machine: {df.machine.iloc[-1]} (each row\'s machine and torch threads are in the CSV). Rows finished: {len(df)}; '
+             'see the CSV for every figure.\n']
     for (n, e, w), g in df.groupby(['n_train', 'epochs', 'width']):
         lines.append(f'## {n} training images, {e} epochs, cifar_resnet(width={w})\n')
         ceiling = g[(g.labels == 'clean') & (g.method == 'plain')]
