@@ -28,8 +28,10 @@ Rows (`--methods`; label sets with `--labels`):
                  training clusters against `clean`, linear probe on its features; k-means on pixels and a random-weights
                  network on the same images as baselines
 
-    python3 dev.py bench cifar10n [--data DIR] [--labels worse random1] [--methods ...] [--seeds 0] [--epochs 15]
+    python3 dev.py bench cifar10n [--data DIR] [--labels worse random1] [--methods ...] [--seeds 0 1 2] [--epochs 15]
                                   [--n-train 10000] [--width 16] [--fresh] [--report-only]
+    python3 dev.py bench cifar10n --rules     # PLC's rules applied once to each saved plain model (cifar10n_plc_rules.md)
+    python3 dev.py bench cifar10n --timing    # each method's fit time over plain's, interleaved; run it alone (cifar10n_timing.md)
 
 Each finished row is written at once to benchmarks/results/cifar10n.csv (or --out), keyed by (labels, method, seed,
 n_train, epochs, width); rows already there are skipped, so an interrupted run resumes. `--fresh` starts the file over.
@@ -78,6 +80,10 @@ def parse(argv=None):
     p.add_argument('--out', default=str(OUT/'cifar10n.csv'))
     p.add_argument('--fresh', action='store_true', help='start the CSV over')
     p.add_argument('--report-only', action='store_true', help='only rewrite the md from the CSV')
+    p.add_argument('--timing', action='store_true', help='only time each method\'s fit against plain fastai, interleaved, '
+                   '--timing-reps times, --timing-epochs epochs each (run it alone: writes cifar10n_timing.md)')
+    p.add_argument('--timing-reps', type=int, default=3)
+    p.add_argument('--timing-epochs', type=int, default=2)
     p.add_argument('--rules', action='store_true', help="only apply PLC's two rules, at several thresholds, to each saved plain model's "
                    'predictions of its training items, and score what they would flip against `clean` (writes cifar10n_plc_rules.md)')
     args = p.parse_args(argv)
@@ -347,6 +353,44 @@ def plc_rules(args, cmd):
     print(text)
 
 
+def timing(args, cmd):
+    """Seconds of each method's fit next to plain fastai's, on the same data and schedule, the methods interleaved and repeated
+    so that background load hits them alike; the ratio of medians. What a method costs before its fit (SoftLabel's fold
+    loop, the refinery's R1) is a whole number of plain fits and is not in these ratios."""
+    from labelcb.all import PLC, SoftLabel, RefineryLoop, TemporalEnsemble, PiModel, hide_labels
+    from labelcb.selflabel import SelfLabelSinkhorn
+    pool, test = load_frames(args)
+    partial = hide_labels(pool, 'clean', frac=args.labelled_frac, rows=~pool.is_valid.values, seed=0, true_col=None)
+    train = pool[~pool.is_valid]
+    lab = args.labels[0]
+    vocab = sorted(pool[lab].unique())
+    flat = pd.DataFrame(np.full((len(train), len(vocab)), 1/len(vocab)), index=train.index, columns=vocab)  # SoftLabel's per-batch cost does not depend on the values
+    make = {'plain': (lab, False, lambda dls: []), 'plc_diff': (lab, False, lambda dls: [PLC('diff')]),
+            'plc_ratio': (lab, False, lambda dls: [PLC('ratio')]), 'softlabel': (lab, False, lambda dls: [SoftLabel(flat)]),
+            'refinery': (lab, False, lambda dls: [RefineryLoop(make_learner(args, dls).model)]),
+            'temporal': ('clean', True, lambda dls: [TemporalEnsemble()]), 'pimodel': ('clean', True, lambda dls: [PiModel()]),
+            'sela': ('clean', False, lambda dls: [SelfLabelSinkhorn(k=10, lam=10.)])}
+    make = {k: v for k, v in make.items() if k == 'plain' or k in args.methods}
+    secs = {m: [] for m in make}
+    e = args.epochs; args.epochs = args.timing_epochs
+    try:
+        for r in range(args.timing_reps):
+            for m, (col, part, cbs) in make.items():
+                dls = make_dls(args, partial if part else pool, col, partial=part)
+                secs[m].append(fit(args, make_learner(args, dls, cbs(dls))))
+                print(f'rep {r} {m:>10}: {secs[m][-1]:.1f} s', flush=True)
+    finally: args.epochs = e
+    med = {m: float(np.median(v)) for m, v in secs.items()}
+    df = pd.DataFrame([dict(method=m, median_seconds=round(med[m], 1), time_vs_plain=round(med[m]/med['plain'], 3),
+                            runs=' '.join(f'{v:.1f}' for v in secs[m])) for m in make])
+    import torch
+    text = (f'# CIFAR-10N: time of each method\'s fit over plain fastai\'s\n\nCommand: `{cmd}`  \nMachine: {platform.machine()}, '
+            f'{torch.get_num_threads()} torch threads, torch {torch.__version__}.\n\n' + timing.__doc__.strip() +
+            f'\n\n{args.timing_reps} reps of {args.timing_epochs}-epoch fits on {args.n_train} images.\n\n' + md_table(df) + '\n')
+    (OUT/'cifar10n_timing.md').write_text(text)
+    print(text)
+
+
 # ---------------------------------------------------------------- bookkeeping
 def done_rows(path:Path)->pd.DataFrame:
     return pd.read_csv(path) if path.is_file() and path.stat().st_size else pd.DataFrame(columns=KEY)
@@ -381,6 +425,7 @@ def main(argv=None):
     if args.fresh and path.exists(): path.unlink()
     if args.report_only: return report(path, cmd)
     if args.rules: return plc_rules(args, cmd)
+    if args.timing: return timing(args, cmd)
     import torch
     pool, test = load_frames(args)
     for labels, method, seed in plan(args):
