@@ -130,8 +130,8 @@ class LabelTable:
         if len(ds) != len(self.item_of) or _fingerprint(_ids(ds, len(ds))) != self._positions: return False
         if not isinstance(self.ids, pd.RangeIndex): return True
         # positions say nothing of who an item is: its given label must also be the dataset's
-        return torch.equal(self._hard(LabelTable(_as_labels([torch.as_tensor(y) for y in _dataset_targets(ds)]), vocab=self.vocab,
-                                                 multi_label=self.multi_label).targets).cpu(), self.original)
+        given = LabelTable(_as_labels([torch.as_tensor(y) for y in _dataset_targets(ds)]), vocab=self.vocab, multi_label=self.multi_label)
+        return torch.equal(given.original, self.original)
 
     def per_item(self, x:Tensor)->Tensor:
         "Rows of `x` for every training position (dataset order) averaged over each item's copies: (items, ...)"
@@ -356,7 +356,7 @@ class LabelCallback(Callback):
     def __init__(self,
         table:LabelTable|None=None, # A table to start from (e.g. one loaded to resume); default: made from `dls.train_ds`
     ):
-        self.table,self.active,self._table_given = table,False,table is not None
+        self.table,self.active,self._table_given,self._batch_rows = table,False,table is not None,None
     def _init_state(self): self.table = None  # what an exported/unpickled callback starts from
     def _new_items(self):
         "Forget the state of other items: this callback now trains on a training set its table was not made for"
@@ -365,7 +365,7 @@ class LabelCallback(Callback):
     @property
     def idx(self)->Tensor:
         "Table rows (items) of the current training batch: its dataset indices, with an oversampled item's copies sharing one row"
-        return self.table.rows(self.item_index.idx)
+        return self._batch_rows  # looked up once per batch, in before_batch
 
     def _shared_table(self, ds):
         "The table another label callback of this learner holds for these items, if any"
@@ -435,6 +435,7 @@ class LabelCallback(Callback):
         self.batch_probs = None
         if not self.active or not self.training: return
         if self.table.device != self.item_index.idx.device: self.table.to(self.item_index.idx.device)
+        self._batch_rows = self.table.rows(self.item_index.idx)
         self.learn.yb = (self.table.batch(self.idx),)
         if self._mixing and self._wants_probs():
             with torch.no_grad(): self.batch_probs = self._probs(self.model(*self.xb))  # un-mixed: MixUp (order 0) comes next
@@ -442,7 +443,7 @@ class LabelCallback(Callback):
     def after_pred(self):
         if self.active and self.training and not self._mixing and self._wants_probs(): self.batch_probs = self._probs(self.pred)
 
-    def after_train(self): self.restore_loss()
+    def after_train(self): self.restore_loss(); self._batch_rows = None
     def after_fit(self):
         self.restore_loss()
         self.learn.__dict__.pop('_do_epoch', None)
