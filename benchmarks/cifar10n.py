@@ -431,7 +431,7 @@ def main(argv=None):
     for labels, method, seed in plan(args):
         key = dict(labels=labels, method=method, seed=seed, n_train=args.n_train, epochs=args.epochs, width=args.width)
         done = done_rows(path)
-        if len(done) and (done[KEY].astype(str) == pd.Series({k: str(v) for k, v in key.items()})).all(1).any():
+        if len(done) and (done[KEY].astype(str) == pd.Series({k: str(v) for k, v in key.items()})).all(axis=1).any():
             print(f'skip (done): {key}', flush=True); continue
         print(f'run: {key}', flush=True)
         t = time.perf_counter()

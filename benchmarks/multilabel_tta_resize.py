@@ -25,7 +25,7 @@ import pandas as pd
 warnings.filterwarnings('ignore', category=FutureWarning, module='torch')
 from common import run_info, md_table
 from fastai.vision.all import Learner, accuracy, Resize, RandomCrop, Dihedral, ImageDataLoaders, set_seed, params
-from labelcb.kfold import _fit
+from labelcb.core import fit_quietly
 from labelcb.all import (digits_df, digits_dls, digits_cnn, multi_digits_df, multi_digits_path, shapes_df, shapes_path,
                          multilabel_dls, fbeta_score, tune_thresholds, tta_predict, ProgressiveResize, staged_fit)
 
@@ -34,7 +34,7 @@ OUT = Path(__file__).parent/'results'
 
 def quiet_fit(learn, epochs, lr=1e-2)->float:
     "fit_one_cycle(epochs, lr) without bars or logs; its seconds"
-    return _fit(learn, lambda l: l.fit_one_cycle(epochs, lr))
+    return fit_quietly(learn, lambda l: l.fit_one_cycle(epochs, lr))
 
 
 def thresholds(seeds, epochs):

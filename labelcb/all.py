@@ -1,9 +1,12 @@
 "Every public name of labelcb: `from labelcb.all import *`"
+from .core import *
 from .losses import *
 from .items import *
 from .table import *
 from .plc import *
 from .kfold import *
+from .crossval import *
+from .rebalance import *
 from .softlabel import *
 from .audit import *
 from .noise import *

@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from .kfold import KFoldResult, image_oof, _check_probs
+from .core import check_probs, check_choice
+from .crossval import KFoldResult, image_oof
 from .table import label_names
 
 # %% auto #0
@@ -49,6 +50,12 @@ def confident_joint(
     return cj, guess
 
 # %% ../nbs/audit.ipynb #e4d35391
+def _cleanlab_flags(labels:np.ndarray, probs:np.ndarray, method:str)->np.ndarray:
+    "The items cleanlab's confident-learning rule flags"
+    from cleanlab.filter import find_label_issues
+    rule = 'prune_by_noise_rate' if method == 'prune_by_noise_rate' else 'confident_learning'
+    return np.asarray(find_label_issues(labels, probs, filter_by=rule), bool)
+
 def _audit_single(labels:np.ndarray, probs:np.ndarray, method:str)->dict:
     "Scores, flags and suggested class of every item of a single-label problem"
     N, K = probs.shape
@@ -57,18 +64,8 @@ def _audit_single(labels:np.ndarray, probs:np.ndarray, method:str)->dict:
     other = probs.copy(); other[rows, labels] = -np.inf
     best_other = other.argmax(1)
     margin = (self_conf - other[rows, best_other] + 1)/2
-    cj, guess = confident_joint(labels, probs, calibrate=method == 'prune_by_noise_rate')
-    if method == 'confident_joint': flagged = (guess >= 0) & (guess != labels)
-    else:
-        flagged = np.zeros(N, bool)
-        for i in range(K):
-            members = np.flatnonzero(labels == i)
-            if len(members) <= 1: continue
-            for j in np.flatnonzero(cj[i]):
-                if j == i: continue
-                gap = probs[members, j] - probs[members, i]
-                flagged[members[np.argsort(-gap, kind='stable')[:cj[i, j]]]] = True
-    flagged &= probs.max(1) > self_conf + 1e-6  # the given label is not the top prediction (up to float noise)
+    _, guess = confident_joint(labels, probs, calibrate=False)  # each item's confident class: the suggestion
+    flagged = _cleanlab_flags(labels, probs, method)
     suggested = np.where(flagged, np.where(guess >= 0, guess, best_other), labels)
     suggested = np.where(flagged & (suggested == labels), best_other, suggested)
     return dict(self_confidence=self_conf, normalized_margin=margin, flagged=flagged, suggested=suggested)
@@ -112,10 +109,8 @@ def label_audit(
     vocab:list|None=None, # Class names (default: the KFoldResult's, or the DataFrame's columns)
 )->pd.DataFrame: # One row per item, flagged items first, worst score first
     "Score every label from out-of-fold probabilities and flag likely label errors (confident learning)"
-    if method not in ('prune_by_noise_rate', 'confident_joint'): raise ValueError(
-        f"method is 'prune_by_noise_rate' or 'confident_joint', not {method!r}")
-    if rank_by not in ('normalized_margin', 'self_confidence'): raise ValueError(
-        f"rank_by is 'normalized_margin' or 'self_confidence', not {rank_by!r}")
+    check_choice('method', method, ('prune_by_noise_rate', 'confident_joint'))
+    check_choice('rank_by', rank_by, ('normalized_margin', 'self_confidence'))
     if isinstance(oof, KFoldResult):
         if labels is not None: raise ValueError('a KFoldResult carries its labels; do not pass labels too')
         probs, labels, index, vocab = oof.probs.to_numpy(float), oof.targets, oof.probs.index, vocab or oof.vocab
@@ -133,7 +128,7 @@ def label_audit(
     vocab = list(range(K)) if vocab is None else list(vocab)
     if len(vocab) != K: raise ValueError(f'{len(vocab)} class names for {K} classes')
     if labels.ndim == 1 and (labels.min() < 0 or labels.max() >= K): raise ValueError(f'labels must be class indices in [0, {K})')
-    _check_probs(probs, single_label=labels.ndim == 1)
+    check_probs(probs, single_label=labels.ndim == 1)
     if labels.ndim == 1:
         labels = labels.astype(int)
         r = _audit_single(labels, probs, method)
@@ -145,7 +140,8 @@ def label_audit(
         Y = labels.astype(bool)
         if Y.shape != probs.shape: raise ValueError(f'multi-label labels {Y.shape} and probabilities {probs.shape} differ in shape')
         per_tag = [_audit_single(Y[:, c].astype(int), np.stack([1 - probs[:, c], probs[:, c]], 1), method) for c in range(K)]
-        flags = np.stack([t['flagged'] for t in per_tag], 1)
+        judged = (Y.sum(0) >= 2) & ((~Y).sum(0) >= 2)  # a tag nearly every or almost no item has cannot be judged
+        flags = np.stack([t['flagged'] for t in per_tag], 1) & judged
         res = pd.DataFrame(dict(given=label_names(vocab, Y), predicted=label_names(vocab, probs > 0.5), suggested=label_names(vocab, Y ^ flags),
                                 self_confidence=np.stack([t['self_confidence'] for t in per_tag], 1).min(1),
                                 normalized_margin=np.stack([t['normalized_margin'] for t in per_tag], 1).min(1),
@@ -164,17 +160,16 @@ def show_label_issues(
     figsize_per:float=2.0, # Inches per image
 ):
     "Grid of the top suspects: image, given label, predicted label and its probability"
-    import matplotlib.pyplot as plt
     from PIL import Image
+    from fastai.vision.all import show_image, get_grid
     rows = audit[audit.is_label_issue] if only_flagged else audit
     rows = rows.head(n)
     if not len(rows): raise ValueError('no item is flagged (pass only_flagged=False to see the lowest scores)')
     get = files if callable(files) else (lambda i: files.loc[i])
     nrows = -(-len(rows)//ncols)
-    fig, axs = plt.subplots(nrows, ncols, figsize=(ncols*figsize_per, nrows*(figsize_per + 0.4)), squeeze=False)
-    for ax in axs.flat: ax.axis('off')
-    for ax, (i, r) in zip(axs.flat, rows.iterrows()):
-        ax.imshow(Image.open(get(i)).convert('RGB'))
+    fig, axs = get_grid(len(rows), ncols=ncols, figsize=(ncols*figsize_per, nrows*(figsize_per + 0.4)), return_fig=True)
+    for ax, (i, r) in zip(axs, rows.iterrows()):
+        show_image(Image.open(get(i)).convert('RGB'), ax=ax)
         text = f'given {r.given}\npred {r.predicted} ({r.self_confidence:.2f} for given)'
         color = 'black'
         if truth is not None:

@@ -33,7 +33,8 @@ def _parser()->argparse.ArgumentParser:
     a.add_argument('--folds', type=int, default=5, help='folds (default 5)')
     a.add_argument('--epochs', type=int, default=10, help='epochs per fold (default 10)')
     a.add_argument('--size', type=int, help='image size (default 16 for the digits, 128 for a CSV)')
-    a.add_argument('--arch', help="'digits_cnn' or a fastai architecture, trained from scratch (default digits_cnn for the digits, resnet18 for a CSV)")
+    a.add_argument('--arch', help="'digits_cnn', a fastai architecture or a timm model name (default digits_cnn for the digits, resnet18 for a CSV)")
+    a.add_argument('--pretrained', action='store_true', help='start from pretrained weights (downloaded by fastai/timm; default: trained from scratch)')
     a.add_argument('--bs', type=int, default=64, help='batch size (default 64)')
     a.add_argument('--noise-rate', type=float, default=0.2, help='digits only: fraction of labels to flip at random before the audit (default 0.2)')
     a.add_argument('--method', default='prune_by_noise_rate', choices=['prune_by_noise_rate', 'confident_joint'])
@@ -50,6 +51,12 @@ def _audit(args):
     if args.bs < 1: raise SystemExit('--bs must be at least 1')
     if args.size is not None and args.size < 1: raise SystemExit('--size must be at least 1 pixel')
     common = dict(n_folds=args.folds, epochs=args.epochs, bs=args.bs, seed=args.seed, method=args.method, out=args.out)
+    def model_args(default:str)->dict:  # image_oof's arch/pretrained, or model= for the small digits network
+        arch = args.arch or default
+        if arch != 'digits_cnn': return dict(arch=arch, pretrained=args.pretrained)
+        if args.pretrained: raise SystemExit('--pretrained needs an --arch with pretrained weights; digits_cnn has none')
+        from labelcb.data import digits_cnn
+        return dict(model=digits_cnn)
     if args.csv is None:
         if not 0 <= args.noise_rate <= 1: raise SystemExit('--noise-rate is a fraction in [0, 1]')
         from labelcb.audit import audit_images
@@ -57,8 +64,8 @@ def _audit(args):
         df = noisy_digits_df(args.noise_rate, seed=args.seed)
         df = df[df.split == 'train']
         print(f'auditing the {len(df)} training digits, {int(df.is_noisy.sum())} of their labels flipped at random ({args.noise_rate:.0%})')
-        return audit_images(df, digits_path(), 'file', 'label', size=args.size or 16, arch=args.arch or 'digits_cnn',
-                            truth=df.true_label, **common)
+        return audit_images(df, digits_path(), 'file', 'label', size=args.size or 16, truth=df.true_label,
+                            **model_args('digits_cnn'), **common)
     csv = Path(args.csv)
     if not csv.exists(): raise SystemExit(f'no such CSV: {csv}')
     if not csv.is_file(): raise SystemExit(f'--csv is a CSV file with one row per image; {csv} is a folder')
@@ -74,7 +81,7 @@ def _audit(args):
     if missing: raise SystemExit(f'{len(missing)} of the {len(df)} images are not found under {images}, e.g. {missing[0]!r} (see --images)')
     from labelcb.audit import audit_images
     return audit_images(df, images, args.fn_col, args.label_col, args.label_delim, size=args.size or 128,
-                        arch=args.arch or 'resnet18', **common)
+                        **model_args('resnet18'), **common)
 
 def main(argv:list|None=None):
     "Entry point of the `labelcb` command"

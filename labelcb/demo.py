@@ -13,7 +13,7 @@ from fastprogress.fastprogress import master_bar, progress_bar
 from .data import noisy_digits_df, digits_dls, digits_cnn, digits_test_accuracy, digits_path
 from .plc import PLC
 from .softlabel import SoftLabel
-from .kfold import image_oof
+from .crossval import image_oof
 from .partial import PartialCategoryBlock, hide_labels
 from .temporal import TemporalEnsemble
 from .refinery import RefineryLoop
@@ -44,7 +44,7 @@ class DemoMethod:
 def digits_oof(df:pd.DataFrame, seed:int=0, n_folds:int=5, epochs:int=10):
     "Out-of-fold probabilities of the training rows of a digits frame: `n_folds` digits_cnn models of `epochs` epochs"
     train = df[df.split == 'train']
-    return image_oof(train, digits_path(), n_folds=n_folds, epochs=epochs, size=16, seed=seed, progress=False)
+    return image_oof(train, digits_path(), n_folds=n_folds, epochs=epochs, size=16, model=digits_cnn, seed=seed, progress=False)
 
 def ten_labels_per_class(df:pd.DataFrame, seed:int=0)->tuple:
     "The digits frame with 10 true labels per class kept in the training rows and the others emptied, and its description"

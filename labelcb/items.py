@@ -8,9 +8,9 @@ import contextlib
 import torch
 from torch import Tensor, nn
 from fastai.callback.core import Callback
-from fastai.callback.fp16 import MixedPrecision
 from fastai.data.load import DataLoader, _FakeLoader
 from fastai.torch_core import TensorBase
+from .core import check_choice
 from copy import copy
 
 # %% auto #0
@@ -82,14 +82,6 @@ def ensure_item_index(learn)->ItemIndex:
         learn.add_cb(cb)
     return cb
 
-# %% ../nbs/items.ipynb #e0da8fb8
-def _learner_autocast(learn):
-    "The autocast a learner's forward runs under (fastai's `MixedPrecision`), for forwards of our own outside its loop"
-    mp = next((cb for cb in learn.cbs if isinstance(cb, MixedPrecision)), None)
-    ac = getattr(mp, 'autocast', None)  # made by MixedPrecision.before_fit
-    if ac is None: return contextlib.nullcontext()
-    return torch.autocast(ac.device, dtype=ac.fast_dtype, enabled=ac._enabled)
-
 # %% ../nbs/items.ipynb #294c3815
 @torch.no_grad()
 def predict_items(
@@ -101,7 +93,7 @@ def predict_items(
     views:list|None=None, # Functions of the input batch (e.g. flips; None: the batch as it is): run the model on each view of every batch and stack the outputs
 )->Tensor: # (len(dataset), ...) float: row i belongs to dataset item i (zeros for a skipped item); with views (len(views), len(dataset), ...)
     "One no-grad pass of `model` over every item of `dl`, rows in dataset order"
-    if mode not in ('eval', 'train'): raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
+    check_choice('mode', mode, ('eval', 'train'))
     if augment is None: augment = mode == 'train'
     if not isinstance(dl, DataLoader): dl = dl.train.new(shuffle=False, drop_last=False)
     dl = indexed_loader(dl)

@@ -17,7 +17,7 @@ from fastai.vision.data import ImageBlock
 from fastai.learner import Learner
 from fastai.metrics import AccumMetric, ActivationType
 from fastcore.basics import patch
-from .kfold import _labels_of
+from .core import labels_of, check_choice
 
 # %% auto #0
 __all__ = ['TagReader', 'multilabel_dls', 'fbeta_score', 'FBeta', 'tune_thresholds', 'decode_tags', 'write_submission']
@@ -48,7 +48,7 @@ def multilabel_dls(
     if df[valid_col].dtype != bool: raise TypeError(f'{valid_col!r} must be a boolean column (True: validation), not {df[valid_col].dtype}')
     if not df[valid_col].any() or df[valid_col].all(): raise ValueError(f'{valid_col!r} must mark some rows, and not all, for validation')
     one_hot = isinstance(label_col, (list, tuple))
-    Y, vocab = _labels_of(df, list(label_col) if one_hot else label_col, None if one_hot else label_delim)
+    Y, vocab = labels_of(df, list(label_col) if one_hot else label_col, None if one_hot else label_delim)
     if not len(vocab): raise ValueError(f'no tags in {label_col!r}')
     if not one_hot and df[label_col].dropna().map(lambda v: not isinstance(v, str)).any():
         raise TypeError(f'{label_col!r} must hold strings of tags separated by {label_delim!r}; for 0/1 columns pass their list')
@@ -90,10 +90,10 @@ def _thresholds_array(thresholds, probs, k:int)->np.ndarray:
     return t
 
 def _check_average(average:str):
-    if average not in ('samples', 'macro', 'micro'): raise ValueError(f"average is 'samples', 'macro' or 'micro', not {average!r}")
+    check_choice('average', average, ('samples', 'macro', 'micro'))
 
 def _pooled_fbeta(pred:np.ndarray, t:np.ndarray, beta:float, average:str):
-    "F-beta of boolean predictions against targets, pooled as `average` (checked by the caller)"
+    "F-beta of boolean predictions against targets, pooled as `average`: scikit-learn's, vectorised for the threshold search"
     tp, fp, fn = (pred & t), (pred & ~t), (~pred & t)
     if average == 'samples': return _fbeta_from_counts(tp.sum(1), fp.sum(1), fn.sum(1), beta).mean()
     if average == 'macro': return _fbeta_from_counts(tp.sum(0), fp.sum(0), fn.sum(0), beta).mean()
@@ -107,9 +107,12 @@ def fbeta_score(
     average:str='samples', # 'samples' (Planet), 'macro' or 'micro'
 )->float:
     "F-beta of the tags whose probability reaches their class's threshold"
+    from sklearn.metrics import fbeta_score as sk_fbeta
     _check_average(average)
     p, t = _prob_target_arrays(probs, targets)
-    return float(_pooled_fbeta(p >= _thresholds_array(thresholds, probs, p.shape[1]), t, beta, average))
+    pred = p >= _thresholds_array(thresholds, probs, p.shape[1])
+    # zero_division=1: an image with no tag that gets none scores 1, as in Planet's metric
+    return float(sk_fbeta(t, pred, beta=beta, average=average, zero_division=1.0))
 
 def FBeta(
     beta:float=2., # β

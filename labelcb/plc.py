@@ -11,6 +11,7 @@ from torch import Tensor
 from fastai.callback.schedule import SchedLin
 from fastcore.basics import patch, store_attr
 import warnings
+from .core import check_choice, check_span, plot_history
 from .table import LabelCallback, LabelTable
 
 # %% auto #0
@@ -34,10 +35,8 @@ class ProgressiveLabelCorrection(LabelCallback):
         table:LabelTable|None=None, # A label table to start from (e.g. one loaded to resume)
     ):
         super().__init__(table)
-        if rule not in ('diff', 'ratio'): raise ValueError(f"rule is 'diff' or 'ratio', not {rule!r}")
-        if isinstance(warmup, np.number): warmup = warmup.item()  # numpy ints count epochs as ints do
-        if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or warmup < 0 or (isinstance(warmup, float) and warmup >= 1):
-            raise ValueError(f'warmup is a fraction of the iterations in [0, 1) or a number of epochs, not {warmup!r}')
+        check_choice('rule', rule, ('diff', 'ratio'))
+        warmup = check_span('warmup', warmup)
         if callable(theta) and not isinstance(theta, (tuple, list)): self.theta_fn = theta
         else:
             start, end = (theta, theta) if isinstance(theta, (int, float, np.number)) else theta
@@ -62,119 +61,106 @@ class ProgressiveLabelCorrection(LabelCallback):
         self.history, self.delta = [], self._delta0
         self.__dict__.pop('_tag_ok', None)
 
-# %% ../nbs/plc.ipynb #bd5a3b08
-@patch
-def before_train(self:ProgressiveLabelCorrection):
-    LabelCallback.before_train(self)
-    if not self.active: return
-    if self.rule == 'ratio' and self.table.multi_label: raise ValueError(
-        "the 'ratio' rule is single-label (as in the official code); multi-label PLC uses the per-tag 'diff' rule")
-    if self.table.multi_label and not hasattr(self, '_tag_ok'):
-        self._tag_ok = self.table.original.sum(0) >= self.min_tag_count
-    if self.epoch == 0: self._fit_start = len(self.history)  # training epochs this callback saw before this fit
-    if self.rule == 'ratio':
-        n, c = len(self.table), self.table.c
-        if self._window is None or self._window.shape[1:] != (n, c):
-            self._window = torch.zeros(self.window, n, c, device=self.table.device)
-            self._seen = torch.zeros(self.window, n, dtype=torch.bool, device=self.table.device)
-        self._slot = len(self.history) % self.window  # history has one row per training epoch so far
-        self._seen[self._slot] = False  # this epoch overwrites the oldest slot
-    self._n_fixed = 0
-
-@patch
-def _warmup_in_fit(self:ProgressiveLabelCorrection)->float:
-    "Where this fit's correction phase starts, as a fraction of its iterations: a warm-up in epochs counts every fit (fine_tune's two)"
-    if not isinstance(self.warmup, int): return self.warmup
-    return min(max(self.warmup - getattr(self, '_fit_start', 0), 0)/self.n_epoch, 1.)
-
-@patch
-def _correcting(self:ProgressiveLabelCorrection)->bool:
-    "Past the warm-up"
-    if isinstance(self.warmup, int): return len(self.history) >= self.warmup  # history: this callback's training epochs so far
-    return self.pct_train >= self.warmup
-
-@patch
-def _threshold(self:ProgressiveLabelCorrection)->float:
-    "θ at this point of the correction phase"
-    start = self._warmup_in_fit()
-    pos = (self.pct_train - start)/max(1 - start, 1e-8)
-    theta = float(self.theta_fn(min(max(pos, 0.), 1.)))
-    if not 0 <= theta <= 1: raise ValueError(f'θ must stay in [0, 1]; the schedule gave {theta} at position {pos:.3f} of the correction phase')
-    return theta
-
-@patch
-def after_fit(self:ProgressiveLabelCorrection):
-    if self.active and not self._correcting() and getattr(getattr(self.learn, 'opt', None), 'frozen_idx', 0) == 0:
-        warnings.warn(f'PLC corrected nothing in this fit: its warm-up of {self.warmup} epochs has not ended '
-                      f'({len(self.history)} training epochs so far); train longer or shorten the warm-up')
-    LabelCallback.after_fit(self)
-
-# %% ../nbs/plc.ipynb #d22737bb
-@patch
-def _wants_probs(self:ProgressiveLabelCorrection)->bool:
-    "This batch's predictions are used: the 'ratio' window fills every epoch, the 'diff' rule only after the warm-up"
-    return self.rule == 'ratio' or self._correcting()
-
-@patch
-def after_batch(self:ProgressiveLabelCorrection):
-    if not self.active or self.batch_probs is None: return
-    p, idx = self.batch_probs, self.idx
-    if self.rule == 'ratio':
-        self._window[self._slot, idx] = p
-        self._seen[self._slot, idx] = True
-    elif self._correcting():
-        theta = self._threshold()
-        self._last_threshold = theta
-        self._n_fixed += (self._correct_tags if self.table.multi_label else self._correct_diff)(idx, p, theta)
-
-# %% ../nbs/plc.ipynb #c3d08f95
-@patch
-def _record(self:ProgressiveLabelCorrection, idx:Tensor, new:Tensor, **info)->int:
-    "Write PLC's corrections of items `idx` to the table, logged with this epoch and iteration"
-    if not len(idx): return 0
-    return self.table.update(idx, new, why='plc', epoch=self.epoch, iteration=self.train_iter, **info)
-
-@patch
-def _correct_diff(self:ProgressiveLabelCorrection, idx:Tensor, p:Tensor, theta:float)->int:
-    "'diff': flip y to ŷ where ŷ ≠ y and p_ŷ - p_y > θ"
-    y = self.table.batch(idx).argmax(1)
-    p_new, y_new = p.max(1)
-    p_old = p.gather(1, y[:, None]).squeeze(1)
-    flip = (y_new != y) & (p_new - p_old > theta)
-    return self._record(idx[flip], y_new[flip], p_old=p_old[flip], p_new=p_new[flip])
-
-@patch
-def _correct_tags(self:ProgressiveLabelCorrection, idx:Tensor, p:Tensor, theta:float)->int:
-    "Multi-label: flip a tag where the sigmoid is on the other side of 0.5 by a margin |2σ-1| > θ"
-    t = self.table.batch(idx) > 0.5
-    flip = ((p > 0.5) != t) & ((2*p - 1).abs() > theta) & self._tag_ok.to(p.device)
-    rows = flip.any(1)
-    return self._record(idx[rows], (t ^ flip)[rows].float(), tags_flipped=flip[rows].sum(1))
-
-@patch
-def _correct_ratio(self:ProgressiveLabelCorrection)->int:
-    "'ratio': flip y to argmax f̄ where f̄[y]/max f̄ < δ, f̄ the mean softmax over the epochs each item was seen in"
-    seen = self._seen.float()
-    n_seen = seen.sum(0)
-    fbar = (self._window*seen[..., None]).sum(0)/n_seen.clamp(min=1)[:, None]
-    y = self.table.targets.argmax(1)
-    p_new, y_new = fbar.max(1)
-    p_old = fbar.gather(1, y[:, None]).squeeze(1)
-    flip = (n_seen > 0) & (p_old/p_new.clamp(min=1e-12) < self.delta) & (y_new != y)
-    idx = flip.nonzero().squeeze(1)
-    n = self._record(idx, y_new[idx], p_old=p_old[idx], p_new=p_new[idx])
-    if n < self.dry*len(self.table): self.delta = min(self.delta + self.delta_step, self.delta_max)
-    return n
-
-@patch
-def after_train(self:ProgressiveLabelCorrection):
-    if self.active:
+    # Events: LabelCallback does the shared work (table, soft loss, batch targets); PLC looks at predictions and writes corrections
+    def before_train(self):
+        super().before_train()
+        if not self.active: return
+        if self.rule == 'ratio' and self.table.multi_label: raise ValueError(
+            "the 'ratio' rule is single-label (as in the official code); multi-label PLC uses the per-tag 'diff' rule")
+        if self.table.multi_label and not hasattr(self, '_tag_ok'):
+            self._tag_ok = self.table.original.sum(0) >= self.min_tag_count
+        if self.epoch == 0: self._fit_start = len(self.history)  # training epochs this callback saw before this fit
         if self.rule == 'ratio':
-            thr = self.delta
-            if self._correcting(): self._n_fixed += self._correct_ratio()
-        else: thr = getattr(self, '_last_threshold', float('nan'))
-        self.history.append(dict(epoch=len(self.history), threshold=thr, corrections=self._n_fixed))
-    LabelCallback.after_train(self)
+            n, c = len(self.table), self.table.c
+            if self._window is None or self._window.shape[1:] != (n, c):
+                self._window = torch.zeros(self.window, n, c, device=self.table.device)
+                self._seen = torch.zeros(self.window, n, dtype=torch.bool, device=self.table.device)
+            self._slot = len(self.history) % self.window  # history has one row per training epoch so far
+            self._seen[self._slot] = False  # this epoch overwrites the oldest slot
+        self._n_fixed = 0
+
+    def _warmup_in_fit(self)->float:
+        "Where this fit's correction phase starts, as a fraction of its iterations: a warm-up in epochs counts every fit (fine_tune's two)"
+        if not isinstance(self.warmup, int): return self.warmup
+        return min(max(self.warmup - getattr(self, '_fit_start', 0), 0)/self.n_epoch, 1.)
+
+    def _correcting(self)->bool:
+        "Past the warm-up"
+        if isinstance(self.warmup, int): return len(self.history) >= self.warmup  # history: this callback's training epochs so far
+        return self.pct_train >= self.warmup
+
+    def _threshold(self)->float:
+        "θ at this point of the correction phase"
+        start = self._warmup_in_fit()
+        pos = (self.pct_train - start)/max(1 - start, 1e-8)
+        theta = float(self.theta_fn(min(max(pos, 0.), 1.)))
+        if not 0 <= theta <= 1: raise ValueError(f'θ must stay in [0, 1]; the schedule gave {theta} at position {pos:.3f} of the correction phase')
+        return theta
+
+    def after_fit(self):
+        if self.active and not self._correcting() and getattr(getattr(self.learn, 'opt', None), 'frozen_idx', 0) == 0:
+            warnings.warn(f'PLC corrected nothing in this fit: its warm-up of {self.warmup} epochs has not ended '
+                          f'({len(self.history)} training epochs so far); train longer or shorten the warm-up')
+        super().after_fit()
+
+    def _wants_probs(self)->bool:
+        "This batch's predictions are used: the 'ratio' window fills every epoch, the 'diff' rule only after the warm-up"
+        return self.rule == 'ratio' or self._correcting()
+
+    def after_batch(self):
+        if not self.active or self.batch_probs is None: return
+        p, idx = self.batch_probs, self.idx
+        if self.rule == 'ratio':
+            self._window[self._slot, idx] = p
+            self._seen[self._slot, idx] = True
+        elif self._correcting():
+            theta = self._threshold()
+            self._last_threshold = theta
+            self._n_fixed += (self._correct_tags if self.table.multi_label else self._correct_diff)(idx, p, theta)
+
+    # The rules, on whole batches of tensors, with no loop over items
+    def _record(self, idx:Tensor, new:Tensor, **info)->int:
+        "Write PLC's corrections of items `idx` to the table, logged with this epoch and iteration"
+        if not len(idx): return 0
+        return self.table.update(idx, new, why='plc', epoch=self.epoch, iteration=self.train_iter, **info)
+
+    def _correct_diff(self, idx:Tensor, p:Tensor, theta:float)->int:
+        "'diff': flip y to ŷ where ŷ ≠ y and p_ŷ - p_y > θ"
+        y = self.table.batch(idx).argmax(1)
+        p_new, y_new = p.max(1)
+        p_old = p.gather(1, y[:, None]).squeeze(1)
+        flip = (y_new != y) & (p_new - p_old > theta)
+        return self._record(idx[flip], y_new[flip], p_old=p_old[flip], p_new=p_new[flip])
+
+    def _correct_tags(self, idx:Tensor, p:Tensor, theta:float)->int:
+        "Multi-label: flip a tag where the sigmoid is on the other side of 0.5 by a margin |2σ-1| > θ"
+        t = self.table.batch(idx) > 0.5
+        flip = ((p > 0.5) != t) & ((2*p - 1).abs() > theta) & self._tag_ok.to(p.device)
+        rows = flip.any(1)
+        return self._record(idx[rows], (t ^ flip)[rows].float(), tags_flipped=flip[rows].sum(1))
+
+    def _correct_ratio(self)->int:
+        "'ratio': flip y to argmax f̄ where f̄[y]/max f̄ < δ, f̄ the mean softmax over the epochs each item was seen in"
+        seen = self._seen.float()
+        n_seen = seen.sum(0)
+        fbar = (self._window*seen[..., None]).sum(0)/n_seen.clamp(min=1)[:, None]
+        y = self.table.targets.argmax(1)
+        p_new, y_new = fbar.max(1)
+        p_old = fbar.gather(1, y[:, None]).squeeze(1)
+        flip = (n_seen > 0) & (p_old/p_new.clamp(min=1e-12) < self.delta) & (y_new != y)
+        idx = flip.nonzero().squeeze(1)
+        n = self._record(idx, y_new[idx], p_old=p_old[idx], p_new=p_new[idx])
+        if n < self.dry*len(self.table): self.delta = min(self.delta + self.delta_step, self.delta_max)
+        return n
+
+    def after_train(self):
+        if self.active:
+            if self.rule == 'ratio':
+                thr = self.delta
+                if self._correcting(): self._n_fixed += self._correct_ratio()
+            else: thr = getattr(self, '_last_threshold', float('nan'))
+            self.history.append(dict(epoch=len(self.history), threshold=thr, corrections=self._n_fixed))
+        super().after_train()
 
 PLC = ProgressiveLabelCorrection
 
@@ -207,37 +193,27 @@ def show_corrections(self:ProgressiveLabelCorrection,
     true_labels=None, # Optional true label per training item (table order), to colour right (green) and wrong (red) corrections
 ):
     "Grid of the training images whose label PLC changed, most recently corrected first, titled original → current"
-    import matplotlib.pyplot as plt
-    from fastai.vision.all import show_image
+    from fastai.vision.all import show_image, get_grid
     t = self.table
     changed = set(np.flatnonzero(t.changed.numpy())) if t is not None else set()
     order = [i for i in self.corrections['index'].tolist()[::-1] if i in changed]
     idxs = list(dict.fromkeys(order))[:max_n]  # latest first, each item once
     if not idxs: print('no label is changed'); return
     nrows = int(np.ceil(len(idxs)/ncols))
-    fig, axs = plt.subplots(nrows, ncols, figsize=figsize or (2.2*ncols, 2.4*nrows), squeeze=False)
+    fig, axs = get_grid(len(idxs), ncols=ncols, figsize=figsize or (2.2*ncols, 2.4*nrows), return_fig=True)
     orig, now, item_of = t.original.numpy(), t.labels.numpy(), t.item_of.cpu().numpy()
-    for ax, i in zip(axs.flat, idxs):
+    for ax, i in zip(axs, idxs):
         old, new = t.vocab[orig[i]], t.vocab[now[i]]
         pos = int(np.flatnonzero(item_of == i)[0])  # the item's (first) position in the training set
         show_image(self.dls.train_ds[pos][0], ax=ax, title=f'{old} → {new}', cmap='gray')
         if true_labels is not None: ax.title.set_color('green' if str(true_labels[i]) == str(new) else 'red')
-    for ax in list(axs.flat)[len(idxs):]: ax.axis('off')
     fig.tight_layout()
     return fig
 
 @patch
 def plot(self:ProgressiveLabelCorrection):
     "Corrections per epoch, and the threshold (θ or δ) over training"
-    import matplotlib.pyplot as plt
-    h = pd.DataFrame(self.history)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    if len(h):
-        ax.bar(h.epoch, h.corrections, color='tab:blue', label='corrections')
-        ax.set(xlabel='training epoch', ylabel='labels corrected')
-        ax2 = ax.twinx()
-        ax2.plot(h.epoch, h.threshold, color='tab:red', marker='o', label='θ' if self.rule == 'diff' else 'δ')
-        ax2.set_ylabel('threshold (θ at epoch end)' if self.rule == 'diff' else 'δ after the epoch', color='tab:red')
-    ax.set_title(f"Progressive label correction ('{self.rule}' rule)")
-    fig.tight_layout()
-    return fig
+    return plot_history(pd.DataFrame(self.history), 'epoch', {'corrections': 'corrections'},
+                        {'threshold': 'θ' if self.rule == 'diff' else 'δ'}, ylabel='labels corrected',
+                        right_label='threshold (θ at epoch end)' if self.rule == 'diff' else 'δ after the epoch',
+                        title=f"Progressive label correction ('{self.rule}' rule)", bars=True)

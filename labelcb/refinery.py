@@ -13,11 +13,11 @@ import torch
 from torch import Tensor, nn
 from fastai.learner import Learner
 from fastai.torch_core import set_seed
-from fastcore.basics import patch
+from fastcore.basics import patch, store_attr
 from fastprogress.fastprogress import progress_bar
-from .items import predict_items, _learner_autocast
+from .items import predict_items
 from .table import LabelCallback, LabelTable
-from .kfold import _fit, _validate_with_preds
+from .core import learner_autocast, fit_quietly, validate_with_preds, check_choice, plot_history
 
 # %% auto #0
 __all__ = ['RefineryLoop', 'RefineryChain', 'refinery_chain']
@@ -36,10 +36,11 @@ class RefineryLoop(LabelCallback):
         super().__init__(table)
         if not isinstance(teacher, (Learner, nn.Module)): raise TypeError(
             f'teacher is a trained Learner or its nn.Module, not {type(teacher).__name__}')
-        if mode not in ('on_the_fly', 'offline'): raise ValueError(f"mode must be 'on_the_fly' or 'offline', got {mode!r}")
-        if teacher_mode not in ('eval', 'train'): raise ValueError(f"teacher_mode must be 'eval' or 'train', got {teacher_mode!r}")
+        check_choice('mode', mode, ('on_the_fly', 'offline'))
+        check_choice('teacher_mode', teacher_mode, ('eval', 'train'))
         if isinstance(a, bool) or not isinstance(a, (int, float, np.number)) or not 0 <= a <= 1: raise ValueError(f'a is a weight in [0, 1], not {a!r}')
-        self.teacher,self.mode,self.a,self.teacher_mode = teacher,mode,float(a),teacher_mode
+        a = float(a)
+        store_attr('teacher,mode,a,teacher_mode')
         vocab = getattr(getattr(teacher, 'dls', None), 'vocab', None) if isinstance(teacher, Learner) else None
         self.teacher_vocab = None if vocab is None else [str(v) for v in vocab]
         self._frozen,self._blended,self.teacher_seconds = None,None,0.
@@ -47,63 +48,58 @@ class RefineryLoop(LabelCallback):
     def _init_state(self): self.table,self.teacher,self._frozen,self._blended = None,None,None,None
     def _new_items(self): self.table,self._blended = None,None
 
-# %% ../nbs/refinery.ipynb #5622e8b3
-@patch
-def _frozen_teacher(self:RefineryLoop)->nn.Module:
-    "A private copy of the teacher: no gradients, in `teacher_mode`, on the student's device and in its parameters' dtype"
-    if self.teacher is None: raise ValueError('this RefineryLoop came from an exported learner, which does not carry its teacher: '
-                                              'add RefineryLoop(teacher) again to train')
-    src = self.teacher.model if isinstance(self.teacher, Learner) else self.teacher
-    student = list(self.learn.model.parameters())
-    if {id(p) for p in src.parameters()} & {id(p) for p in student}: raise ValueError(
-        "the teacher shares parameters with the student: the student must be a fresh model (make_learner must build a new one "
-        'each time), not the teacher itself or a model built around it')
-    if self.teacher_vocab is not None and self.teacher_vocab != [str(v) for v in self.table.vocab]:
-        same = sorted(self.teacher_vocab) == sorted(map(str, self.table.vocab))
-        raise ValueError(f"the teacher's classes {self.teacher_vocab} are not the student's {list(self.table.vocab)}"
-                         + (': the same classes in another order; build both DataLoaders with the same vocab' if same else ''))
-    frozen = deepcopy(src)
-    if student: frozen.to(device=student[0].device, dtype=student[0].dtype if student[0].is_floating_point() else None)
-    return frozen.requires_grad_(False).train(self.teacher_mode == 'train')
+    # The teacher: a frozen private copy, checked against the student before it labels anything
+    def _frozen_teacher(self)->nn.Module:
+        "A private copy of the teacher: no gradients, in `teacher_mode`, on the student's device and in its parameters' dtype"
+        if self.teacher is None: raise ValueError('this RefineryLoop came from an exported learner, which does not carry its teacher: '
+                                                  'add RefineryLoop(teacher) again to train')
+        src = self.teacher.model if isinstance(self.teacher, Learner) else self.teacher
+        student = list(self.learn.model.parameters())
+        if {id(p) for p in src.parameters()} & {id(p) for p in student}: raise ValueError(
+            "the teacher shares parameters with the student: the student must be a fresh model (make_learner must build a new one "
+            'each time), not the teacher itself or a model built around it')
+        if self.teacher_vocab is not None and self.teacher_vocab != [str(v) for v in self.table.vocab]:
+            same = sorted(self.teacher_vocab) == sorted(map(str, self.table.vocab))
+            raise ValueError(f"the teacher's classes {self.teacher_vocab} are not the student's {list(self.table.vocab)}"
+                             + (': the same classes in another order; build both DataLoaders with the same vocab' if same else ''))
+        frozen = deepcopy(src)
+        if student: frozen.to(device=student[0].device, dtype=student[0].dtype if student[0].is_floating_point() else None)
+        return frozen.requires_grad_(False).train(self.teacher_mode == 'train')
 
-@patch
-def _check_output(self:RefineryLoop, out):
-    "The teacher's output must be (batch, the student's number of classes): a shape comparison, cheap enough for every batch"
-    if not isinstance(out, Tensor) or out.ndim != 2: raise ValueError(
-        f'the teacher must return (batch, classes) logits; it returned {type(out).__name__}'
-        + (f' of shape {tuple(out.shape)}' if isinstance(out, Tensor) else ''))
-    if out.shape[1] != self.table.c: raise ValueError(
-        f"the teacher predicts {out.shape[1]} classes but the student's training labels have {self.table.c}: {list(self.table.vocab)}")
+    def _check_output(self, out):
+        "The teacher's output must be (batch, the student's number of classes): a shape comparison, cheap enough for every batch"
+        if not isinstance(out, Tensor) or out.ndim != 2: raise ValueError(
+            f'the teacher must return (batch, classes) logits; it returned {type(out).__name__}'
+            + (f' of shape {tuple(out.shape)}' if isinstance(out, Tensor) else ''))
+        if out.shape[1] != self.table.c: raise ValueError(
+            f"the teacher predicts {out.shape[1]} classes but the student's training labels have {self.table.c}: {list(self.table.vocab)}")
 
-@patch
-@torch.no_grad()
-def teacher_probs(self:RefineryLoop, *xb)->Tensor:
-    "The teacher's probabilities for a batch of inputs: softmax rows, or per-tag sigmoids for multi-label data"
-    with _learner_autocast(self.learn): out = self._frozen(*xb)
-    self._check_output(out)
-    return self._probs(out)
-
-# %% ../nbs/refinery.ipynb #91738ceb
-@patch
-def before_train(self:RefineryLoop):
-    super(RefineryLoop, self).before_train()
-    if not self.active: return
-    if self.mode == 'offline':
-        if self._blended is self.table: return  # labelled once: fine_tune's second fit, later epochs
-        start = time.perf_counter()
-        teacher = self._frozen_teacher()
-        out = predict_items(teacher, self.dls, self.teacher_mode, augment=False)  # every training item, un-augmented
+    @torch.no_grad()
+    def teacher_probs(self, *xb)->Tensor:
+        "The teacher's probabilities for a batch of inputs: softmax rows, or per-tag sigmoids for multi-label data"
+        with learner_autocast(self.learn): out = self._frozen(*xb)
         self._check_output(out)
-        self.table.blend(self.table.per_item(self._probs(out)), self.a, why='refinery')  # copies of an item: one row
-        self._blended, self.teacher_seconds = self.table, time.perf_counter() - start
-    elif self._frozen is None: self._frozen = self._frozen_teacher()
+        return self._probs(out)
 
-@patch
-def before_batch(self:RefineryLoop):
-    super(RefineryLoop, self).before_batch()
-    if not (self.active and self.training) or self.mode != 'on_the_fly': return
-    p = self.teacher_probs(*self.xb)  # the augmented images, before MixUp/CutMix (order 0) mixes them
-    self.learn.yb = (p if self.a == 0 else torch.lerp(p, self.yb[0], self.a),)
+    # Events: LabelCallback puts the given labels in yb; the teacher replaces them
+    def before_train(self):
+        super().before_train()
+        if not self.active: return
+        if self.mode == 'offline':
+            if self._blended is self.table: return  # labelled once: fine_tune's second fit, later epochs
+            start = time.perf_counter()
+            teacher = self._frozen_teacher()
+            out = predict_items(teacher, self.dls, self.teacher_mode, augment=False)  # every training item, un-augmented
+            self._check_output(out)
+            self.table.blend(self.table.per_item(self._probs(out)), self.a, why='refinery')  # copies of an item: one row
+            self._blended, self.teacher_seconds = self.table, time.perf_counter() - start
+        elif self._frozen is None: self._frozen = self._frozen_teacher()
+
+    def before_batch(self):
+        super().before_batch()
+        if not (self.active and self.training) or self.mode != 'on_the_fly': return
+        p = self.teacher_probs(*self.xb)  # the augmented images, before MixUp/CutMix (order 0) mixes them
+        self.learn.yb = (p if self.a == 0 else torch.lerp(p, self.yb[0], self.a),)
 
 # %% ../nbs/refinery.ipynb #bec9ec8e
 class RefineryChain:
@@ -120,15 +116,12 @@ class RefineryChain:
 
     def plot(self, metric:str|None=None):
         "A validation metric per round (default: the first metric, else the validation loss), and the agreement with the previous round"
-        import matplotlib.pyplot as plt
         r = self.rounds
         skip = {'round', 'teacher', 'train_loss', 'valid_loss', 'agreement', 'seconds', 'teacher_seconds'}
         metric = metric or next((c for c in r.columns if c not in skip), 'valid_loss')
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.plot(r['round'], r[metric], 'o-', label=metric)
-        ax.plot(r['round'], r['agreement'], 's--', color='gray', label='agreement with previous round')
-        ax.set(xlabel='round (R1: given labels)', xticks=list(r['round']), title='Label refinery chain')
-        ax.legend(fontsize=8)
+        fig = plot_history(r, 'round', {metric: metric, 'agreement': 'agreement with previous round'}, xlabel='round (R1: given labels)',
+                           title='Label refinery chain', figsize=(5, 3.5))
+        fig.axes[0].set_xticks(list(r['round']))
         return fig
 
 # %% ../nbs/refinery.ipynb #7c8791f4
@@ -159,10 +152,10 @@ def refinery_chain(
         else:
             learn = make_learner()
             if not isinstance(learn, Learner): raise TypeError(f'make_learner must return a fastai Learner, not {type(learn).__name__}')
-            with learn.added_cbs(cb or []): secs = _fit(learn, fit)  # the callback is this round's only: the kept learner is plain
+            with learn.added_cbs(cb or []): secs = fit_quietly(learn, fit)  # the callback is this round's only: the kept learner is plain
         # the last epoch's train loss, read before validate (fastai's validate and get_preds rewrite recorder.values)
         train_loss = float(learn.recorder.values[-1][0]) if learn.recorder.values and not np.isnan(secs) else float('nan')
-        scores, p, targs = _validate_with_preds(learn)
+        scores, p, targs = validate_with_preds(learn)
         now = ((p > 0.5) if targs.ndim == 2 else p.argmax(1)).numpy()  # decisions: tags above 0.5, or classes
         rows.append(dict(round=r, teacher='given labels' if r == 1 else f'R{r-1}', train_loss=train_loss, **scores,
                          agreement=float((now == prev).mean()) if prev is not None else float('nan'),

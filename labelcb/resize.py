@@ -13,6 +13,8 @@ from torch import Tensor
 from fastai.callback.core import Callback
 from fastai.callback.mixup import MixHandler
 from fastai.torch_core import TensorImageBase
+from fastcore.basics import store_attr
+from .core import check_choice
 
 # %% auto #0
 __all__ = ['ProgressiveResize', 'staged_fit']
@@ -46,8 +48,8 @@ class ProgressiveResize(Callback):
         if len(at) != len(sizes): raise ValueError(f'{len(sizes)} sizes but {len(at)} start points in at')
         if at[0] != 0 or any(b <= a for a, b in zip(at, at[1:])) or at[-1] >= 1:
             raise ValueError(f'at must start at 0 and increase, staying below 1 (fractions of the fit), not {at}')
-        if valid not in ('final', 'schedule'): raise ValueError(f"valid is 'final' or 'schedule', not {valid!r}")
-        self.sizes,self.at,self.valid,self.mode,self.antialias = sizes,at,valid,mode,antialias
+        check_choice('valid', valid, ('final', 'schedule'))
+        store_attr('sizes,at,valid,mode,antialias')
         self.active,self.current,self.log = False,None,[]
 
     def before_fit(self): self.active,self.current = False,None  # get_preds, validate and tta also fire before_fit
@@ -92,7 +94,7 @@ def staged_fit(
     frozen_ep, unfrozen_ep = (epochs, epochs) if isinstance(epochs, (int, np.integer)) else epochs
     if min(frozen_ep, unfrozen_ep) < (1 if freeze else 0) or unfrozen_ep < 1: raise ValueError(f'epochs must be >= 1, not {epochs!r}')
     if not callable(make_dls): raise TypeError('make_dls is a function of the size that returns DataLoaders')
-    if schedule not in ('one_cycle', 'sgdr'): raise ValueError(f"schedule is 'one_cycle' or 'sgdr', not {schedule!r}")
+    check_choice('schedule', schedule, ('one_cycle', 'sgdr'))
     def fit(n, phase_lr): learn.fit_one_cycle(n, phase_lr) if schedule == 'one_cycle' else learn.fit_sgdr(n, 1, phase_lr, cycle_mult=2)
     rows = []
     for size in sizes:

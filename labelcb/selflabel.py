@@ -16,7 +16,8 @@ from fastai.torch_core import Module
 from fastcore.basics import store_attr, patch
 from fastprogress.fastprogress import progress_bar
 from .items import ItemIndex, ensure_item_index, TensorItemIdx, predict_items
-from .table import _dataset_targets, _ids, label_names
+from .core import dataset_targets, item_ids, check_choice
+from .table import label_names
 from .sinkhorn import sinkhorn_knopp
 
 # %% auto #0
@@ -31,7 +32,7 @@ class MultiHead(Module):
         k:int, # Clusters per head
         heads:int=1, # Number of heads
     ):
-        self.k,self.heads = k,heads
+        store_attr('k,heads')
         self.linear = nn.Linear(n_in, k*heads)
     def forward(self, x:Tensor)->Tensor:
         out = self.linear(x)
@@ -107,8 +108,8 @@ class SelfLabelSinkhorn(Callback):
         if not (isinstance(heads, int) and heads >= 1): raise ValueError(f'heads must be an int ≥ 1, got {heads!r}')
         if not lam > 0: raise ValueError(f'lam must be > 0, got {lam!r}')
         if n_opts is not None and not (isinstance(n_opts, int) and n_opts >= 0): raise ValueError(f'n_opts must be an int ≥ 0 or None, got {n_opts!r}')
-        if schedule not in ('quadratic', 'linear'): raise ValueError(f"schedule must be 'quadratic' or 'linear', got {schedule!r}")
-        if pseudo_pass not in ('eval', 'train'): raise ValueError(f"pseudo_pass must be 'eval' or 'train', got {pseudo_pass!r}")
+        check_choice('schedule', schedule, ('quadratic', 'linear'))
+        check_choice('pseudo_pass', pseudo_pass, ('eval', 'train'))
         store_attr()
         self.labels, self.history, self._times = None, [], []
     def _init_state(self): self.labels = None
@@ -118,65 +119,59 @@ class SelfLabelSinkhorn(Callback):
         self._setup_model()
         ensure_item_index(self.learn)
 
-# %% ../nbs/selflabel.ipynb #d9ca95f1
-@patch
-def _setup_model(self:SelfLabelSinkhorn):
-    "Give the model its heads and the learner the self-labelling loss, once; a new optimizer if the heads are new"
-    head = add_heads(self.learn.model, self.k, self.heads)
-    new = self.__dict__.get('head') is not head
-    self.head = head
-    if not isinstance(self.learn.loss_func, SelfLabelLoss): self.learn.loss_func = SelfLabelLoss(self.heads)
-    if new and self.learn.opt is not None:  # the optimizer holds the old head's parameters
-        hypers = self.learn.opt.hypers[-1]
-        self.learn.create_opt()
-        self.learn.opt.set_hypers(**hypers)
+    def _setup_model(self):
+        "Give the model its heads and the learner the self-labelling loss, once; a new optimizer if the heads are new"
+        head = add_heads(self.learn.model, self.k, self.heads)
+        new = self.__dict__.get('head') is not head
+        self.head = head
+        if not isinstance(self.learn.loss_func, SelfLabelLoss): self.learn.loss_func = SelfLabelLoss(self.heads)
+        if new and self.learn.opt is not None:  # the optimizer holds the old head's parameters
+            hypers = self.learn.opt.hypers[-1]
+            self.learn.create_opt()
+            self.learn.opt.set_hypers(**hypers)
 
-@patch
-def before_train(self:SelfLabelSinkhorn):
-    n = len(self.dls.train_ds)
-    if self.k > n: raise ValueError(f'SelfLabelSinkhorn: k = {self.k} clusters for {n} training items; use k ≤ {n}')
-    if self.labels is None or self.labels.shape[1] != n:
-        g = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
-        self.labels = torch.stack([(torch.arange(n) % self.k)[torch.randperm(n, generator=g)] for _ in range(self.heads)])
-    if self.epoch == 0 and not hasattr(self.learn, 'lr_finder'):  # a new fit (fine_tune's two included): its schedule
-        total = self.n_epoch*len(self.dls.train)
-        n_opts = self.n_epoch if self.n_opts is None else self.n_opts
-        frac = np.arange(n_opts)/max(n_opts, 1)
-        self._times = sorted(set(int(t) for t in total*(frac**2 if self.schedule == 'quadratic' else frac)), reverse=True)
+    def before_train(self):
+        n = len(self.dls.train_ds)
+        if self.k > n: raise ValueError(f'SelfLabelSinkhorn: k = {self.k} clusters for {n} training items; use k ≤ {n}')
+        if self.labels is None or self.labels.shape[1] != n:
+            g = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
+            self.labels = torch.stack([(torch.arange(n) % self.k)[torch.randperm(n, generator=g)] for _ in range(self.heads)])
+        if self.epoch == 0 and not hasattr(self.learn, 'lr_finder'):  # a new fit (fine_tune's two included): its schedule
+            total = self.n_epoch*len(self.dls.train)
+            n_opts = self.n_epoch if self.n_opts is None else self.n_opts
+            frac = np.arange(n_opts)/max(n_opts, 1)
+            self._times = sorted(set(int(t) for t in total*(frac**2 if self.schedule == 'quadratic' else frac)), reverse=True)
 
-@patch
-def before_batch(self:SelfLabelSinkhorn):
-    if not self.training: return
-    if self._times and self.train_iter >= self._times[-1]:
-        while self._times and self.train_iter >= self._times[-1]: self._times.pop()
-        self.update_labels()
-    idx = self.item_index.idx
-    if self.labels.device != idx.device: self.labels = self.labels.to(idx.device)
-    self.learn.yb = (self.labels[:, idx].T,)  # (B, heads): the loss tells pseudo-labels from given ones by this shape
+    def before_batch(self):
+        if not self.training: return
+        if self._times and self.train_iter >= self._times[-1]:
+            while self._times and self.train_iter >= self._times[-1]: self._times.pop()
+            self.update_labels()
+        idx = self.item_index.idx
+        if self.labels.device != idx.device: self.labels = self.labels.to(idx.device)
+        self.learn.yb = (self.labels[:, idx].T,)  # (B, heads): the loss tells pseudo-labels from given ones by this shape
 
-@patch
-def after_fit(self:SelfLabelSinkhorn): self._times = []
+    def after_fit(self): self._times = []
 
-# %% ../nbs/selflabel.ipynb #9b08128d
-@patch
-@torch.no_grad()
-def update_labels(self:SelfLabelSinkhorn):
-    "Re-assign every head's pseudo-labels: the training items through the model, then Sinkhorn-Knopp on each head's P^λ"
-    t0 = time.perf_counter()
-    feats = predict_items(self.model, self.dls, self.pseudo_pass, at=self.head)  # the features once, for every head
-    for h in range(self.heads):
-        w, b = self.head.head_params(h)
-        logits = feats @ w.float().T + b.float()
-        with warnings.catch_warnings():  # a float32 kernel short of range is solved again in float64: expected late in training
-            warnings.simplefilter('ignore', UserWarning)
-            res = sinkhorn_knopp(logits, self.lam, inputs='logits', tol=self.tol)
-        new = res.labels.to(self.labels.device)
-        changed = float((new != self.labels[h]).float().mean())
-        self.labels[h] = new
-        now = time.perf_counter()  # seconds of this head's step (head 0: with the pass), so that they add up
-        self.history.append(dict(epoch=self.epoch, iteration=self.train_iter, head=h, changed=changed,
-                                 sinkhorn_iters=res.n_iter, sinkhorn_err=res.err, sinkhorn_dtype=str(res.dtype).replace('torch.', ''), seconds=now - t0))
-        t0 = now
+    # The label step: every training item through the model once, then Sinkhorn-Knopp per head
+    @torch.no_grad()
+    def update_labels(self):
+        "Re-assign every head's pseudo-labels: the training items through the model, then Sinkhorn-Knopp on each head's P^λ"
+        t0 = time.perf_counter()
+        feats = predict_items(self.model, self.dls, self.pseudo_pass, at=self.head)  # the features once, for every head
+        for h in range(self.heads):
+            w, b = self.head.head_params(h)
+            logits = feats @ w.float().T + b.float()
+            with warnings.catch_warnings():  # a float32 kernel short of range is solved again in float64: expected late in training
+                warnings.simplefilter('ignore', UserWarning)
+                res = sinkhorn_knopp(logits, self.lam, inputs='logits', tol=self.tol)
+            new = res.labels.to(self.labels.device)
+            changed = float((new != self.labels[h]).float().mean())
+            self.labels[h] = new
+            now = time.perf_counter()  # seconds of this head's step (head 0: with the pass), so that they add up
+            self.history.append(dict(epoch=self.epoch, iteration=self.train_iter, head=h, changed=changed,
+                                     sinkhorn_iters=res.n_iter, sinkhorn_err=res.err, sinkhorn_dtype=str(res.dtype).replace('torch.', ''), seconds=now - t0))
+            t0 = now
 
 # %% ../nbs/selflabel.ipynb #d14e3e3c
 @patch
@@ -184,10 +179,10 @@ def clusters(self:SelfLabelSinkhorn)->pd.DataFrame:
     "Each training item's cluster per head (columns `head0`…), its id, and its given label (for evaluation only)"
     ds = self.dls.train_ds
     n = len(ds)
-    out = pd.DataFrame({'item': _ids(ds, n)})
+    out = pd.DataFrame({'item': item_ids(ds, n)})
     for h in range(self.heads): out[f'head{h}'] = self.labels[h].cpu().numpy()
     try:
-        y = _dataset_targets(ds)
+        y = dataset_targets(ds)
         vocab = getattr(self.dls, 'vocab', None)
         out['given_label'] = label_names(vocab, y) if vocab is not None else list(y)
     except ValueError: pass  # no single label per item: nothing to compare with
@@ -224,13 +219,13 @@ def show_clusters(self:SelfLabelSinkhorn,
     figsize_per:float=0.9, # Inches per image
 ):
     "Show `n_per` training images of each cluster, one row per cluster"
-    import matplotlib.pyplot as plt
-    from fastai.vision.core import show_image
+    from fastai.vision.all import show_image, get_grid
     lab = self.labels[head].cpu().numpy()
     clusters = list(range(min(self.k, 10))) if clusters is None else list(clusters)
     rng = np.random.default_rng(seed)
     ds = self.dls.train_ds
-    fig, axs = plt.subplots(len(clusters), n_per, figsize=(n_per*figsize_per, len(clusters)*figsize_per), squeeze=False)
+    fig, axs = get_grid(len(clusters)*n_per, len(clusters), n_per, figsize=(n_per*figsize_per, len(clusters)*figsize_per),
+                        return_fig=True, flatten=False, squeeze=False)
     for r, c in enumerate(clusters):
         members = np.flatnonzero(lab == c)
         pick = rng.choice(members, min(n_per, len(members)), replace=False) if len(members) else []

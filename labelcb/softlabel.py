@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import torch
 from .table import LabelCallback, LabelTable
-from .kfold import KFoldResult, _check_probs
+from .core import check_probs
+from .crossval import KFoldResult
 
 # %% auto #0
 __all__ = ['SoftLabel']
@@ -20,7 +21,7 @@ def _oof_frame(oof)->pd.DataFrame:
     if not isinstance(oof, pd.DataFrame): raise TypeError(
         'oof is the KFoldResult of cross_validate, or a DataFrame of probabilities indexed by item (one column per class), '
         f'not {type(oof).__name__}')
-    _check_probs(oof.to_numpy(dtype=float), single_label=False, what='the OOF values')  # rows summing to 1: once the table says single-label
+    check_probs(oof.to_numpy(dtype=float), single_label=False, what='the OOF values')  # rows summing to 1: once the table says single-label
     if oof.index.has_duplicates: raise ValueError('the OOF index has duplicate items')
     return oof
 
@@ -37,7 +38,7 @@ def _aligned_probs(oof:pd.DataFrame, table:LabelTable)->torch.Tensor:
         f'no OOF probabilities for {len(missing)} of the {len(table)} training items, e.g. {list(missing[:3])}: the OOF must '
         "be keyed by the training items' ids (the index of the frame the DataLoaders were made from, as cross_validate returns it)")
     p = oof.loc[table.ids, cols].to_numpy(dtype=np.float32)
-    _check_probs(p, single_label=not table.multi_label, what='the OOF probabilities')
+    check_probs(p, single_label=not table.multi_label, what='the OOF probabilities')
     return torch.tensor(p)  # a copy: .loc can hand back a read-only array
 
 # %% ../nbs/softlabel.ipynb #bd4819c5

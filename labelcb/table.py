@@ -18,6 +18,7 @@ from fastcore.meta import delegates
 from fastcore.xtras import join_path_file
 from fastai.learner import Learner
 from fastai.torch_core import rank_distrib
+from .core import dataset_targets, item_ids, write_labels
 from .items import ItemIndex, ensure_item_index
 from .losses import soft_loss_for, SoftBCEWithLogitsLoss
 
@@ -25,24 +26,6 @@ from .losses import soft_loss_for, SoftBCEWithLogitsLoss
 __all__ = ['UNLABELLED', 'LabelTable', 'label_names', 'LabelCallback', 'learner_table']
 
 # %% ../nbs/table.ipynb #7eaa66d4
-def _dataset_targets(ds)->list:
-    "The target of every item of `ds`; for fastai `Datasets` from the label pipeline alone, without loading images"
-    tls = getattr(ds, 'tls', None)
-    if tls is not None:
-        n_inp = getattr(ds, 'n_inp', 1)
-        if len(tls) - n_inp != 1: raise ValueError(f'a LabelTable needs exactly one target per item; these items have {len(tls)-n_inp}')
-        return [tls[n_inp][i] for i in range(len(ds))]
-    warnings.warn('not a fastai Datasets: reading every item, inputs included, to find its label')
-    return [ds[i][-1] for i in range(len(ds))]
-
-def _ids(ds, n:int):
-    "Who each item is: the DataFrame index of its row, its path, or its position"
-    items = getattr(ds, 'items', None)
-    if isinstance(items, pd.DataFrame): return items.index
-    if items is not None and len(items) == n and not isinstance(items[0], (Tensor, np.ndarray, tuple)):
-        return pd.Index([str(o) for o in items], name='item')
-    return pd.RangeIndex(n, name='item')
-
 def _fingerprint(ids)->str: return hashlib.sha1('\n'.join(map(str, ids)).encode()).hexdigest()
 
 def _check_copies(items:pd.DataFrame):
@@ -118,19 +101,19 @@ class LabelTable:
     def from_dls(cls, dls)->LabelTable:
         "The table of `dls.train_ds`: labels read through the label pipeline, class names from `dls.vocab`"
         ds = dls.train_ds
-        ys = _dataset_targets(ds)
+        ys = dataset_targets(ds)
         if not len(ys): raise ValueError('the training set is empty')
         if isinstance(getattr(ds, 'items', None), pd.DataFrame): _check_copies(ds.items)
         labels = _as_labels([torch.as_tensor(y) for y in ys])
         vocab = getattr(dls, 'vocab', None)
-        return cls(labels, vocab=vocab, ids=_ids(ds, len(ys)), multi_label=labels.ndim == 2)
+        return cls(labels, vocab=vocab, ids=item_ids(ds, len(ys)), multi_label=labels.ndim == 2)
 
     def describes(self, ds)->bool:
         "Whether this table was made for the items of `ds`, position by position (ids; labels too where the ids are positions)"
-        if len(ds) != len(self.item_of) or _fingerprint(_ids(ds, len(ds))) != self._positions: return False
+        if len(ds) != len(self.item_of) or _fingerprint(item_ids(ds)) != self._positions: return False
         if not isinstance(self.ids, pd.RangeIndex): return True
         # positions say nothing of who an item is: its given label must also be the dataset's
-        given = LabelTable(_as_labels([torch.as_tensor(y) for y in _dataset_targets(ds)]), vocab=self.vocab, multi_label=self.multi_label)
+        given = LabelTable(_as_labels([torch.as_tensor(y) for y in dataset_targets(ds)]), vocab=self.vocab, multi_label=self.multi_label)
         return torch.equal(given.original, self.original)
 
     def per_item(self, x:Tensor)->Tensor:
@@ -268,23 +251,7 @@ def apply_to(self:LabelTable,
     has = self.labelled.numpy()  # an item still without a label keeps the frame's own missing value
     new = pd.Series(np.asarray(self.to_df()['label'].values)[has], index=self.ids[has])
     if not self.multi_label and label_col in df: new = new.astype(df[label_col].dtype, errors='ignore')
-    return _write_labels(df, label_col, new, self.ids)
-
-def _write_labels(
-    df:pd.DataFrame, # The user's frame (not changed)
-    label_col:str, # Column to write into, in the copy
-    new:pd.Series, # Labels, indexed by item
-    items, # Every item that must be a row of `df` (the training items)
-)->pd.DataFrame:
-    "A copy of `df` with `new` written into `label_col`; refuses items that are not rows of `df`"
-    missing = pd.Index(items).difference(df.index)
-    if len(missing): raise KeyError(f'{len(missing)} training items are not in the frame\'s index, e.g. {list(missing[:3])}: '
-                                     'pass the frame the DataLoaders were made from')
-    res = df.copy()
-    if new.dtype == object and res[label_col].dtype != object: res[label_col] = res[label_col].astype(object)  # e.g. ints among NaN
-    rows = res.index.isin(new.index)  # every copy of an item (rows sharing its index label) gets the item's label
-    res.loc[rows, label_col] = new.reindex(res.index[rows]).to_numpy()
-    return res
+    return write_labels(df, label_col, new, self.ids)
 
 # %% ../nbs/table.ipynb #7288336f
 @patch

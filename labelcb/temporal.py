@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from fastai.torch_core import Module
-from fastcore.basics import patch
-from .table import LabelCallback, LabelTable, UNLABELLED, label_names, _write_labels
+from fastcore.basics import patch, store_attr
+from .core import write_labels, check_choice, check_span, plot_history
+from .table import LabelCallback, LabelTable, UNLABELLED, label_names
 from .losses import SoftCrossEntropyLoss
 
 # %% auto #0
@@ -75,11 +76,9 @@ class TemporalEnsemble(LabelCallback):
         super().__init__(table)
         if not 0 <= alpha < 1: raise ValueError(f'alpha is a momentum in [0, 1), not {alpha}')
         if w_max < 0: raise ValueError('w_max must be ≥ 0 (0: supervised loss only)')
-        if isinstance(rampup, np.integer): rampup = int(rampup)  # epochs, as an int
-        if isinstance(rampup, bool) or not isinstance(rampup, (int, float)) or rampup < 0 or (isinstance(rampup, float) and rampup > 1):
-            raise ValueError(f'rampup is a fraction of the epochs in [0, 1] or a number of epochs, not {rampup!r}')
-        if sup_norm not in ('batch', 'labelled'): raise ValueError(f"sup_norm is 'batch' or 'labelled', not {sup_norm!r}")
-        self.alpha,self.w_max,self.rampup,self.scale_w,self.sup_norm = alpha,w_max,rampup,scale_w,sup_norm
+        rampup = check_span('rampup', rampup, upto_one=True)
+        check_choice('sup_norm', sup_norm, ('batch', 'labelled'))
+        store_attr('alpha,w_max,rampup,scale_w,sup_norm')
         self.history = []  # per training epoch: epoch, w, sup_loss, unsup_loss, targets (items with a target)
         self.ensemble = self.n_seen = self._epoch_probs = self._epoch_seen = None
         self._w_scale = None if scale_w else 1.
@@ -88,108 +87,98 @@ class TemporalEnsemble(LabelCallback):
     def _new_items(self): self._init_state(); self.history = []
     def _wants_probs(self)->bool: return True  # every training pass feeds the ensemble
 
-# %% ../nbs/temporal.ipynb #8c5b9d47
-@patch
-def weight_at(self:TemporalEnsemble,
-    epoch:int, # Epoch of the fit, from 0
-    n_epoch:int, # Epochs in the fit
-)->float:
-    "Weight w of the consistency term in `epoch` of an `n_epoch` fit"
-    if getattr(self, '_w_scale', None) is None: raise ValueError('w depends on how many items are labelled (M/N): train first, or pass scale_w=False')
-    if epoch == 0: return 0.
-    ramp = self.rampup if isinstance(self.rampup, int) else round(self.rampup*n_epoch)
-    up = math.exp(-5*(1 - epoch/ramp)**2) if epoch < ramp else 1.
-    return up*self.w_max*self._w_scale
+    def weight_at(self,
+        epoch:int, # Epoch of the fit, from 0
+        n_epoch:int, # Epochs in the fit
+    )->float:
+        "Weight w of the consistency term in `epoch` of an `n_epoch` fit"
+        if getattr(self, '_w_scale', None) is None: raise ValueError('w depends on how many items are labelled (M/N): train first, or pass scale_w=False')
+        if epoch == 0: return 0.
+        ramp = self.rampup if isinstance(self.rampup, int) else round(self.rampup*n_epoch)
+        up = math.exp(-5*(1 - epoch/ramp)**2) if epoch < ramp else 1.
+        return up*self.w_max*self._w_scale
 
-@patch
-def _check_labels(self:TemporalEnsemble):
-    t = self.table
-    if t.multi_label: raise ValueError(f'{type(self).__name__} is single-label (softmax targets), as in the paper')
-    given = t.original[t.original != UNLABELLED]
-    n_lab = len(given)
-    if n_lab == 0: raise ValueError('no training item has a label: temporal ensembling needs some labelled items '
-                                    '(an empty label marks an unlabelled item; see PartialCategoryBlock)')
-    counts = torch.bincount(given, minlength=t.c)
-    if (counts == 0).any(): raise ValueError(
-        f'classes {[t.vocab[i] for i in (counts == 0).nonzero().flatten().tolist()]} have no labelled training item: '
-        'label at least one item of each class, or leave them out of the vocab')
-    if n_lab == len(t): warnings.warn(f'every training item has a label: {type(self).__name__} has no unlabelled item to learn from '
-                                      '(its consistency term only regularises)')
-    self._w_scale = n_lab/len(t) if self.scale_w else 1.
+    def _check_labels(self):
+        t = self.table
+        if t.multi_label: raise ValueError(f'{type(self).__name__} is single-label (softmax targets), as in the paper')
+        given = t.original[t.original != UNLABELLED]
+        n_lab = len(given)
+        if n_lab == 0: raise ValueError('no training item has a label: temporal ensembling needs some labelled items '
+                                        '(an empty label marks an unlabelled item; see PartialCategoryBlock)')
+        counts = torch.bincount(given, minlength=t.c)
+        if (counts == 0).any(): raise ValueError(
+            f'classes {[t.vocab[i] for i in (counts == 0).nonzero().flatten().tolist()]} have no labelled training item: '
+            'label at least one item of each class, or leave them out of the vocab')
+        if n_lab == len(t): warnings.warn(f'every training item has a label: {type(self).__name__} has no unlabelled item to learn from '
+                                          '(its consistency term only regularises)')
+        self._w_scale = n_lab/len(t) if self.scale_w else 1.
 
-# %% ../nbs/temporal.ipynb #20a0d58e
-@patch
-def before_train(self:TemporalEnsemble):
-    LabelCallback.before_train(self)
-    if not self.active: return
-    n, c, dev = len(self.table), self.table.c, self.table.device
-    if self.ensemble is None or self.ensemble.shape != (n, c):  # a new table: check its labels once, then keep the state
-        self._check_labels()
-        self.ensemble, self.n_seen = torch.zeros(n, c, device=dev), torch.zeros(n, dtype=torch.long, device=dev)
-        self._epoch_probs, self._epoch_seen = torch.zeros(n, c, device=dev), torch.zeros(n, dtype=torch.bool, device=dev)
-    self._epoch_seen.zero_()
-    self.unsup_weight = self.weight_at(self.epoch, self.n_epoch)
-    soft = self.learn.loss_func  # the soft loss LabelCallback put in; the user's loss comes back after training
-    self.swap_loss(ConsistencyLoss(self.unsup_weight, self.sup_norm, weight=getattr(soft, 'weight', None)))
-    self._sums, self._n = torch.zeros(2, device=dev), 0  # sup and unsup loss summed over items, on the device: no sync per batch
+    # Events: LabelCallback keeps the table and the soft loss; the ensemble is updated once per epoch, on the device
+    def before_train(self):
+        super().before_train()
+        if not self.active: return
+        n, c, dev = len(self.table), self.table.c, self.table.device
+        if self.ensemble is None or self.ensemble.shape != (n, c):  # a new table: check its labels once, then keep the state
+            self._check_labels()
+            self.ensemble, self.n_seen = torch.zeros(n, c, device=dev), torch.zeros(n, dtype=torch.long, device=dev)
+            self._epoch_probs, self._epoch_seen = torch.zeros(n, c, device=dev), torch.zeros(n, dtype=torch.bool, device=dev)
+        self._epoch_seen.zero_()
+        self.unsup_weight = self.weight_at(self.epoch, self.n_epoch)
+        soft = self.learn.loss_func  # the soft loss LabelCallback put in; the user's loss comes back after training
+        self.swap_loss(ConsistencyLoss(self.unsup_weight, self.sup_norm, weight=getattr(soft, 'weight', None)))
+        self._sums, self._n = torch.zeros(2, device=dev), 0  # sup and unsup loss summed over items, on the device: no sync per batch
 
-@patch
-def _move_state(self:TemporalEnsemble, device):
-    for k in ('ensemble', 'n_seen', '_epoch_probs', '_epoch_seen'): setattr(self, k, getattr(self, k).to(device))
+    def _move_state(self, device):
+        for k in ('ensemble', 'n_seen', '_epoch_probs', '_epoch_seen'): setattr(self, k, getattr(self, k).to(device))
 
-@patch
-def _targets(self:TemporalEnsemble, idx:Tensor)->Tensor:
-    "Ensemble targets of items `idx`, bias-corrected, with a last column: 1 if the item has one, else 0 (and a zero row)"
-    n = self.n_seen[idx]
-    has = n > 0
-    corr = 1 - torch.pow(self.alpha, n.float())
-    tgt = self.ensemble[idx]/corr.clamp(min=1e-12)[:, None]*has[:, None]
-    return torch.cat([tgt, has[:, None].float()], 1)
+    def _targets(self, idx:Tensor)->Tensor:
+        "Ensemble targets of items `idx`, bias-corrected, with a last column: 1 if the item has one, else 0 (and a zero row)"
+        n = self.n_seen[idx]
+        has = n > 0
+        corr = 1 - torch.pow(self.alpha, n.float())
+        tgt = self.ensemble[idx]/corr.clamp(min=1e-12)[:, None]*has[:, None]
+        return torch.cat([tgt, has[:, None].float()], 1)
 
-@patch
-def before_batch(self:TemporalEnsemble):
-    if not self.training: return self._labelled_only()
-    LabelCallback.before_batch(self)
-    if not self.active: return
-    if self.ensemble.device != self.idx.device: self._move_state(self.idx.device)
-    if self.unsup_weight and self.stored_targets: self.learn.yb = (torch.cat([self.yb[0], self._targets(self.idx)], 1),)
+    def before_batch(self):
+        if not self.training: return self._labelled_only()
+        super().before_batch()
+        if not self.active: return
+        if self.ensemble.device != self.idx.device: self._move_state(self.idx.device)
+        if self.unsup_weight and self.stored_targets: self.learn.yb = (torch.cat([self.yb[0], self._targets(self.idx)], 1),)
 
-@patch
-def _labelled_only(self:TemporalEnsemble):
-    "Validation (not get_preds): drop the unlabelled items from the batch, so the loss and metrics see labelled items only"
-    if hasattr(self.learn, 'gather_preds') or not len(self.yb): return
-    keep = self.yb[0] != UNLABELLED
-    if keep.all(): return
-    self.learn.xb, self.learn.yb = tuple(x[keep] for x in self.xb), (tuple(y[keep] for y in self.yb) if keep.any() else ())
+    def _labelled_only(self):
+        "Validation (not get_preds): drop the unlabelled items from the batch, so the loss and metrics see labelled items only"
+        if hasattr(self.learn, 'gather_preds') or not len(self.yb): return
+        keep = self.yb[0] != UNLABELLED
+        if keep.all(): return
+        self.learn.xb, self.learn.yb = tuple(x[keep] for x in self.xb), (tuple(y[keep] for y in self.yb) if keep.any() else ())
 
-@patch
-def after_loss(self:TemporalEnsemble):
-    if not (self.training and self.active): return
-    lf, bs = self.loss_func, len(self.idx)
-    dev = self._sums.device
-    self._sums += torch.stack([torch.as_tensor(lf.sup_value, device=dev), torch.as_tensor(lf.unsup_value, device=dev)]).float()*bs
-    self._n += bs
+    def after_loss(self):
+        if not (self.training and self.active): return
+        lf, bs = self.loss_func, len(self.idx)
+        dev = self._sums.device
+        self._sums += torch.stack([torch.as_tensor(lf.sup_value, device=dev), torch.as_tensor(lf.unsup_value, device=dev)]).float()*bs
+        self._n += bs
 
-@patch
-def after_batch(self:TemporalEnsemble):
-    if not (self.training and self.active) or self.batch_probs is None: return
-    self._epoch_probs[self.idx] = self.batch_probs
-    self._epoch_seen[self.idx] = True
+    def after_batch(self):
+        if not (self.training and self.active) or self.batch_probs is None: return
+        self._epoch_probs[self.idx] = self.batch_probs
+        self._epoch_seen[self.idx] = True
 
-@patch
-def after_train(self:TemporalEnsemble):
-    if self.active:
-        seen = self._epoch_seen
-        self.ensemble[seen] = self.alpha*self.ensemble[seen] + (1 - self.alpha)*self._epoch_probs[seen]
-        self.n_seen[seen] += 1
-        (sup, unsup), n = self._sums.tolist(), self._n
-        self.history.append(dict(epoch=len(self.history), w=self.unsup_weight, sup_loss=sup/max(n, 1), unsup_loss=unsup/max(n, 1),
-                                 targets=int((self.n_seen > 0).sum())))
-    LabelCallback.after_train(self)
+    def after_train(self):
+        if self.active:
+            seen = self._epoch_seen
+            self.ensemble[seen] = self.alpha*self.ensemble[seen] + (1 - self.alpha)*self._epoch_probs[seen]
+            self.n_seen[seen] += 1
+            (sup, unsup), n = self._sums.tolist(), self._n
+            self.history.append(dict(epoch=len(self.history), w=self.unsup_weight, sup_loss=sup/max(n, 1), unsup_loss=unsup/max(n, 1),
+                                     targets=int((self.n_seen > 0).sum())))
+        super().after_train()
 
 # %% ../nbs/temporal.ipynb #4f82fadc
 class PiModel(TemporalEnsemble):
     "Semi-supervised training: consistency between two passes of each batch with different noise (Π-model, Laine & Aila 2017)"
+    stored_targets = False  # the target is a second pass of the batch, made in after_loss
     def __init__(self,
         w_max:float=100., # Maximum weight of the consistency term (before the M/N scaling)
         rampup:float|int=0.25, # Ramp-up of w: a fraction of each fit's epochs (float) or a number of epochs (int)
@@ -199,19 +188,17 @@ class PiModel(TemporalEnsemble):
         table:LabelTable|None=None, # A label table to start from
     ):
         super().__init__(alpha=0., w_max=w_max, rampup=rampup, scale_w=scale_w, sup_norm=sup_norm, table=table)
-        self.augment = augment
-    stored_targets = False
+        store_attr('augment')
 
-@patch
-def after_loss(self:PiModel):
-    if self.training and self.active and self.unsup_weight:
-        xb = self.xb if self.augment is None else tuple(self.augment(x) for x in self.xb)
-        second = F.softmax(self.model(*xb).float(), -1)
-        unsup = consistency_mse(F.softmax(self.pred.float(), -1), second, torch.ones(len(second), device=second.device))
-        self.loss_func.unsup_value = unsup.detach()
-        self.learn.loss_grad = self.loss_grad + self.unsup_weight*unsup
-        self.learn.loss = self.loss_grad.clone()
-    TemporalEnsemble.after_loss(self)
+    def after_loss(self):
+        if self.training and self.active and self.unsup_weight:
+            xb = self.xb if self.augment is None else tuple(self.augment(x) for x in self.xb)
+            second = F.softmax(self.model(*xb).float(), -1)
+            unsup = consistency_mse(F.softmax(self.pred.float(), -1), second, torch.ones(len(second), device=second.device))
+            self.loss_func.unsup_value = unsup.detach()
+            self.learn.loss_grad = self.loss_grad + self.unsup_weight*unsup
+            self.learn.loss = self.loss_grad.clone()
+        super().after_loss()
 
 # %% ../nbs/temporal.ipynb #856927bf
 class RandomTranslate(Module):
@@ -255,22 +242,10 @@ def fill_labels(self:TemporalEnsemble,
         f'min_confidence is a probability in [0, 1], not {min_confidence!r}')
     pl = self.pseudo_labels()
     sure = pl[pl.confidence >= min_confidence]
-    return _write_labels(df, label_col, sure.label.astype(object), pl.index)  # the vocab's own values: ints stay ints
+    return write_labels(df, label_col, sure.label.astype(object), pl.index)  # the vocab's own values: ints stay ints
 
 @patch
 def plot(self:TemporalEnsemble):
     "Supervised and consistency loss per epoch, and the weight w"
-    import matplotlib.pyplot as plt
-    h = pd.DataFrame(self.history)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    if len(h):
-        ax.plot(h.epoch, h.sup_loss, marker='o', label='supervised (cross-entropy)')
-        ax.plot(h.epoch, h.unsup_loss, marker='o', label='consistency (MSE)')
-        ax.set(xlabel='training epoch', ylabel='loss', yscale='log')
-        ax2 = ax.twinx()
-        ax2.plot(h.epoch, h.w, color='tab:red', ls='--', label='w')
-        ax2.set_ylabel('w (weight of consistency)', color='tab:red')
-        ax.legend(loc='upper center', fontsize=8)
-    ax.set_title(type(self).__name__)
-    fig.tight_layout()
-    return fig
+    return plot_history(pd.DataFrame(self.history), 'epoch', {'sup_loss': 'supervised (cross-entropy)', 'unsup_loss': 'consistency (MSE)'},
+                        {'w': 'w'}, ylabel='loss', right_label='w (weight of consistency)', title=type(self).__name__, logy=True)

@@ -9,11 +9,12 @@ import pandas as pd
 import torch
 from torch import Tensor
 from fastprogress.fastprogress import progress_bar
-from .items import predict_items, _learner_autocast
-from .table import _ids
+from .core import learner_autocast, item_ids
+from .items import predict_items
+from .multilabel import decode_tags
 
 # %% auto #0
-__all__ = ['dihedral_views', 'tta_predict']
+__all__ = ['dihedral_views', 'tta_predict', 'ensemble_predict']
 
 # %% ../nbs/tta.ipynb #ca1e5f19
 def dihedral_views(square:bool=True)->list:
@@ -72,7 +73,7 @@ def tta_predict(
     if thresholds is not None and not multi: raise ValueError('thresholds are for multi-label learners; these have one class per item')
     views_of = [[] for _ in learners]  # per learner: (views, N, C) probabilities of each pass
     for i, act, dl, aug, views in (progress_bar(jobs, leave=False) if progress else jobs):
-        with _learner_autocast(learners[i]): out = predict_items(learners[i].model, dl, 'eval', augment=aug, views=views)
+        with learner_autocast(learners[i]): out = predict_items(learners[i].model, dl, 'eval', augment=aug, views=views)
         views_of[i].append(act(out.float()))
     total = 0
     for ps in views_of:
@@ -81,8 +82,19 @@ def tta_predict(
         if combine == 'max' and not multi: p = p/p.sum(1, keepdim=True)
         total = total + p
     ds = jobs[0][2].dataset
-    index = items.index if isinstance(items, pd.DataFrame) else _ids(ds, len(ds))
+    index = items.index if isinstance(items, pd.DataFrame) else item_ids(ds)
     probs = pd.DataFrame((total/len(learners)).cpu().numpy(), index=index, columns=vocab)
     if thresholds is None: return probs
-    from labelcb.multilabel import decode_tags  # here, not at the top: multilabel → kfold → tta would be a cycle
     return probs, decode_tags(probs, thresholds, min_tags=min_tags)
+
+# %% ../nbs/tta.ipynb #11999652
+def ensemble_predict(
+    learners:list, # Learners with the same classes (e.g. the folds' models)
+    items, # What to predict: a DataFrame, a list of files... anything `learn.dls.test_dl` takes
+    tta:bool|str=False, # Test-time augmentation: False (one plain pass), True or 'fastai' (the training augmentation), 'dihedral'
+    **kwargs, # Passed to `tta_predict` (`n`, `combine`...)
+)->pd.DataFrame: # Mean probabilities, indexed like `items`, one column per class
+    "Probabilities of `items` averaged over `learners` (`tta_predict` without a progress bar)"
+    if not len(learners): raise ValueError('no learners to ensemble')
+    augment = 'fastai' if tta is True else (tta or None)
+    return tta_predict(list(learners), items, augment, progress=kwargs.pop('progress', False), **kwargs)

@@ -5,13 +5,11 @@ import pytest
 import torch
 from torch import nn
 from fastai.vision.all import Callback, ImageDataLoaders, Learner, Resize, accuracy, set_seed
+from labelcb.test_utils import tiny_model
 from labelcb.all import (PLC, SoftLabel, KFoldResult, audit_images, cross_validate, digits_df, digits_path, ensemble_predict,
-                         image_oof, kfold, label_audit, noisy_digits_df, oversample, sampling_weights)
+                         image_oof, kfold, label_audit, noisy_digits_df, oversample, sampling_weights, digits_cnn)
 from labelcb.cli import main
 from conftest import image_number
-
-
-def lin(c=10): return nn.Sequential(nn.Flatten(), nn.Linear(3*16*16, c))
 
 
 def frame_dls(df, fold, **kw):
@@ -48,8 +46,8 @@ def test_cross_validate_keys_oof_by_item_when_make_dls_reindexes():
         d = d.sample(frac=1, random_state=0).reset_index(drop=True)
         return frame_dls(d, fold)
     with pytest.raises(ValueError, match='must validate on exactly'):  # a re-indexed frame cannot be checked: refused, explained
-        cross_validate(df, reindexed, lambda dls: Learner(dls, lin()), fit=1, progress=False)
-    res = cross_validate(df, lambda d, f: frame_dls(d.sample(frac=1, random_state=1), f), lambda dls: Learner(dls, lin()), fit=1, progress=False)
+        cross_validate(df, reindexed, lambda dls: Learner(dls, tiny_model()), fit=1, progress=False)
+    res = cross_validate(df, lambda d, f: frame_dls(d.sample(frac=1, random_state=1), f), lambda dls: Learner(dls, tiny_model()), fit=1, progress=False)
     assert (res.probs.index == df.index).all()
     assert (res.targets == df.label.values).all()
 
@@ -61,7 +59,7 @@ def test_oversampling_inside_the_fold_loop_never_touches_validation():
         o = oversample(d, 'label', classes=[1, 7], factor=3, fold=fold)
         calls.append((fold, len(o) - len(d)))
         return frame_dls(o, fold)
-    res = cross_validate(df, make_dls, lambda dls: Learner(dls, lin()), fit=1, progress=False)
+    res = cross_validate(df, make_dls, lambda dls: Learner(dls, tiny_model()), fit=1, progress=False)
     assert all(extra > 0 for _, extra in calls)
     assert len(res) == len(df)
     for fold in range(3):
@@ -84,7 +82,7 @@ def test_softlabel_composes_with_plc_on_one_table():
     oof = pd.DataFrame(np.full((1077, 10), 0.1), index=df.index[df.split == 'train'], columns=range(10))
     from labelcb.all import digits_dls
     set_seed(0)
-    learn = Learner(digits_dls(df, size=16, bs=64), lin(), metrics=accuracy, cbs=[SoftLabel(oof), PLC(theta=0.)])
+    learn = Learner(digits_dls(df, size=16, bs=64), tiny_model(), metrics=accuracy, cbs=[SoftLabel(oof), PLC(theta=0.)])
     learn.fit_one_cycle(3, 1e-2)
     assert learn.soft_label.table is learn.progressive_label_correction.table
     assert len(learn.soft_label.table.log.query("why == 'soft label'")) == 0
@@ -95,7 +93,7 @@ def test_audit_matches_cleanlab_on_real_oof():
     from cleanlab.filter import find_label_issues
     df = noisy_digits_df(0.2, seed=1)
     train = df[df.split == 'train'].head(400)
-    res = image_oof(train, digits_path(), n_folds=3, epochs=3, size=16, progress=False)
+    res = image_oof(train, digits_path(), n_folds=3, epochs=3, size=16, model=digits_cnn, progress=False)
     labels, probs = res.cleanlab_inputs()
     ours = label_audit(res).is_label_issue.loc[res.probs.index].values
     theirs = find_label_issues(labels, probs)
@@ -123,8 +121,8 @@ def test_audit_command_on_a_csv(tmp_path, capsys):
 
 def test_ensemble_refuses_learners_with_different_classes():
     df = kfold(digits_df().query("split == 'train'").head(200), 2, 'label')
-    a = Learner(frame_dls(df, 0), lin())
-    b = Learner(frame_dls(df[df.label < 5], 0), lin(5))
+    a = Learner(frame_dls(df, 0), tiny_model())
+    b = Learner(frame_dls(df[df.label < 5], 0), tiny_model(5))
     with pytest.raises(ValueError, match='different classes'): ensemble_predict([a, b], df.head(4))
 
 

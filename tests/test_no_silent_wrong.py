@@ -9,21 +9,18 @@ from torch import nn
 from fastai.vision.all import (Callback, CancelFitException, CrossEntropyLossFlat, DataBlock, ImageBlock, Learner,
                                LabelSmoothingCrossEntropy, LabelSmoothingCrossEntropyFlat, PILImage, RegressionBlock,
                                SaveModelCallback, accuracy, resnet18, vision_learner)
+from labelcb.test_utils import small_digits, tiny_learner
 from labelcb.all import (PLC, LabelCallback, LabelTable, SoftCrossEntropyLoss, SoftBCEWithLogitsLoss, SoftLabel,
                          TemporalEnsemble, RefineryLoop, digits_df, digits_dls, noisy_digits_df, oversample, label_audit,
                          soft_loss_for, hide_labels)
 from labelcb.temporal import PiModel
 
 
-def frame(df=None, start=0, n_train=96, n_valid=32):
-    "A small digits frame: `n_train` training rows from position `start`, and validation rows"
-    df = digits_df() if df is None else df
-    return pd.concat([df[df.split == 'train'].iloc[start:start+n_train], df[df.split == 'valid'].iloc[:n_valid]])
+def frame(df=None, start=0, n_train=96, n_valid=32): return small_digits(df, n_train, n_valid, start)
 
 
 def learner(df, cbs=(), label_col='label', **kwargs):
-    return Learner(digits_dls(df, label_col=label_col, size=8, bs=32), nn.Sequential(nn.Flatten(), nn.Linear(192, 10)),
-                   cbs=list(cbs), **kwargs)
+    return tiny_learner(df, cbs, size=8, seed=None, dls_kwargs=dict(label_col=label_col), **kwargs)
 
 
 class TargetSpy(Callback):

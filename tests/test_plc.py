@@ -6,20 +6,16 @@ import torch
 from torch import nn
 from fastai.vision.all import (BCEWithLogitsLossFlat, CutMix, DataBlock, ImageBlock, ImageDataLoaders, Learner, MixUp,
                                PILImage, RegressionBlock, Resize, accuracy, load_learner, set_seed)
+from labelcb.test_utils import small_digits, tiny_learner, tiny_model
 from labelcb.all import PLC, LabelTable, digits_dls, multi_digits_df, multi_digits_path, noisy_digits_df
 
 
 def small(rate=0.4, kind='symmetric', n_train=256, n_valid=64):
-    df = noisy_digits_df(rate, kind)
-    return pd.concat([df[df.split == 'train'].iloc[:n_train], df[df.split == 'valid'].iloc[:n_valid]])
-
-
-def lin(c=10): return nn.Sequential(nn.Flatten(), nn.Linear(3*16*16, c))
+    return small_digits(noisy_digits_df(rate, kind), n_train, n_valid)
 
 
 def fit(df, cbs, epochs=4, seed=0, **kw):
-    set_seed(seed)
-    learn = Learner(digits_dls(df, size=16, bs=32), lin(), metrics=accuracy, cbs=cbs, **kw)
+    learn = tiny_learner(df, cbs, seed=seed, metrics=accuracy, **kw)
     learn.fit_one_cycle(epochs, 1e-2)
     return learn
 
@@ -50,7 +46,7 @@ def test_regression_target_is_refused():
 def test_lr_find_get_preds_tta_export(tmp_path):
     df = small()
     set_seed(0)
-    learn = Learner(digits_dls(df, size=16, bs=32), lin(), cbs=PLC(theta=0.), path=tmp_path)
+    learn = Learner(digits_dls(df, size=16, bs=32), tiny_model(), cbs=PLC(theta=0.), path=tmp_path)
     learn.lr_find(num_it=10, show_plot=False)
     p = learn.progressive_label_correction
     assert p.table is None and p.history == []       # lr_find trains nothing into the labels
@@ -73,7 +69,7 @@ def test_save_and_resume_continue_with_corrected_labels(tmp_path):
     labels = p.table.labels.clone()
     set_seed(1)
     dls = digits_dls(df, size=16, bs=32)
-    resumed = Learner(dls, lin(), path=tmp_path, cbs=PLC(warmup=1, theta=1.0, table=LabelTable.from_dls(dls).load(tmp_path/'labels.pth')))
+    resumed = Learner(dls, tiny_model(), path=tmp_path, cbs=PLC(warmup=1, theta=1.0, table=LabelTable.from_dls(dls).load(tmp_path/'labels.pth')))
     resumed.load('m')
     resumed.fit(2, 1e-3)  # θ = 1 corrects nothing more: the labels must be exactly the saved ones
     assert torch.equal(resumed.progressive_label_correction.table.labels, labels)

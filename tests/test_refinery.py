@@ -6,14 +6,13 @@ import torch
 import torch.nn.functional as F
 from fastai.vision.all import (Learner, Callback, CutMix, Resize, RandomCrop, ImageDataLoaders, accuracy, accuracy_multi,
                                load_learner, set_seed)
+from labelcb.test_utils import small_digits
 from labelcb.all import digits_df, digits_dls, digits_cnn, multi_digits_df, multi_digits_path, PartialCategoryBlock
 from labelcb.refinery import RefineryLoop, refinery_chain
 
 
 @pytest.fixture(scope='module')
-def small_df():
-    df = digits_df()
-    return pd.concat([df[df.split == 'train'].head(300), df[df.split == 'valid'].head(60)])
+def small_df(): return small_digits(n_train=300, n_valid=60)
 
 
 @pytest.fixture(scope='module')
@@ -112,7 +111,7 @@ def test_multi_label_chain():
     (dict(rounds=2.5), 'rounds is the number of models'),
     (dict(rounds=True), 'rounds is the number of models'),
     (dict(a=-0.1), 'a is a weight'),
-    (dict(teacher_mode='frozen'), 'teacher_mode must be'),
+    (dict(teacher_mode='frozen'), 'teacher_mode is'),
 ])
 def test_chain_bad_arguments_fail_before_training(kwargs, match):
     calls = []

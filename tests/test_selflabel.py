@@ -5,15 +5,14 @@ import pandas as pd
 import pytest
 import torch
 from fastai.vision.all import Learner, set_seed
+from labelcb.test_utils import small_digits
 from labelcb.all import digits_df, digits_dls, digits_cnn
 from labelcb.selflabel import SelfLabelSinkhorn, MultiHead, cluster_scores
 from labelcb.sinkhorn import sinkhorn_knopp, sela_reference
 
 
 @pytest.fixture(scope='module')
-def small_df():
-    df = digits_df()
-    return pd.concat([df[df.split == 'train'].head(300), df[df.split == 'valid'].head(60)])
+def small_df(): return small_digits(n_train=300, n_valid=60)
 
 
 def _learner(df, **kw):

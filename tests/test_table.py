@@ -7,13 +7,9 @@ from torch import nn
 from fastai.vision.all import (BCEWithLogitsLossFlat, Callback, CrossEntropyLossFlat, ImageDataLoaders, Learner, MixUp,
                                MSELossFlat, RegressionBlock, DataBlock, ImageBlock, PILImage, IndexSplitter, Resize,
                                accuracy_multi, vision_learner, resnet18, accuracy)
+from labelcb.test_utils import small_digits
 from labelcb.all import (LabelCallback, LabelTable, SoftBCEWithLogitsLoss, digits_df, digits_dls, multi_digits_df,
                          multi_digits_path, noisy_digits_df)
-
-
-def small_digits(df=None, n_train=200, n_valid=64):
-    df = digits_df() if df is None else df
-    return pd.concat([df[df.split == 'train'].iloc[:n_train], df[df.split == 'valid'].iloc[:n_valid]])
 
 
 def test_table_ids_are_paths_for_folders(id_images):
@@ -44,7 +40,7 @@ def test_multi_label_table_and_callback():
 
 
 def test_regression_and_bad_losses_are_refused():
-    df = small_digits()
+    df = small_digits(n_train=200)
     dblock = DataBlock(blocks=(ImageBlock, RegressionBlock), get_x=lambda r: PILImage.create(np.zeros((4, 4, 3), np.uint8)),
                        get_y=lambda r: float(r.label), splitter=lambda items: (list(range(200)), list(range(200, 264))))
     dls = dblock.dataloaders(df, bs=16)
@@ -55,7 +51,7 @@ def test_regression_and_bad_losses_are_refused():
 
 
 def test_fine_tune_keeps_table_and_source_untouched():
-    df = small_digits(noisy_digits_df(0.3))
+    df = small_digits(noisy_digits_df(0.3), n_train=200)
     before = df.copy()
     dls = digits_dls(df, size=16, bs=32)
     learn = vision_learner(dls, resnet18, pretrained=False, metrics=accuracy, cbs=LabelCallback())
@@ -71,7 +67,7 @@ def test_fine_tune_keeps_table_and_source_untouched():
 
 
 def test_resume_with_saved_table(tmp_path):
-    df = small_digits(noisy_digits_df(0.3))
+    df = small_digits(noisy_digits_df(0.3), n_train=200)
     dls = digits_dls(df, size=8, bs=32)
     learn = Learner(dls, nn.Sequential(nn.Flatten(), nn.Linear(192, 10)), cbs=LabelCallback(), path=tmp_path)
     learn.fit(1)
@@ -89,7 +85,7 @@ def test_resume_with_saved_table(tmp_path):
 
 
 def test_two_label_callbacks_share_one_table():
-    df = small_digits()
+    df = small_digits(n_train=200)
     class Other(LabelCallback): pass
     learn = Learner(digits_dls(df, size=8, bs=32), nn.Sequential(nn.Flatten(), nn.Linear(192, 10)),
                     cbs=[LabelCallback(), Other()])

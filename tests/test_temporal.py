@@ -6,18 +6,18 @@ import torch
 from torch import nn
 from fastai.vision.all import (CutMix, DataBlock, ImageBlock, ImageDataLoaders, Learner, MixUp, ColReader, ColSplitter,
                                Resize, accuracy, load_learner, set_seed, vision_learner, resnet18)
+from labelcb.test_utils import small_digits, tiny_model
 from labelcb.all import (PLC, PartialCategoryBlock, PiModel, RandomTranslate, SoftLabel, TemporalEnsemble, UNLABELLED,
                          digits_df, digits_dls, digits_path, hide_labels, multi_digits_df, multi_digits_path)
 from conftest import image_number
 
 
 def partial_small(n_train=256, n_valid=64, per_class=5, seed=0):
-    df = digits_df()
-    df = pd.concat([df[df.split == 'train'].iloc[:n_train], df[df.split == 'valid'].iloc[:n_valid]])
+    df = small_digits(n_train=n_train, n_valid=n_valid)
     return hide_labels(df, n_per_class=per_class, rows=df.split == 'train', seed=seed)
 
 
-def lin(c=10): return nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(3*16*16, c))
+def lin(c=10): return tiny_model(c, dropout=0.2)
 
 
 def fit(df, cbs, epochs=3, model=None, **kw):
