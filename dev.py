@@ -3,6 +3,7 @@
 
     python3 dev.py demo [labelcb demo options]   # the main job: `labelcb demo` on the bundled digits
     python3 dev.py test                          # every check CI runs (.ci/run calls this)
+    python3 dev.py docs                          # only nbdev's doc processing of every notebook (what quarto renders)
     python3 dev.py bench NAME [options]          # run benchmarks/NAME.py (writes benchmarks/results/NAME.*)
     python3 dev.py readme                        # write README.md from nbs/index.ipynb
     python3 dev.py env                           # only create/refresh the environments
@@ -48,7 +49,8 @@ def ensure_env(lane):
     if sys.version_info < (3, 10): raise SystemExit('labelcb needs Python 3.10 or newer')
     cfg = settings()
     reqs = shlex.split(cfg['requirements']) + shlex.split(cfg['test_requirements'])
-    reqs += shlex.split(cfg['dev_requirements']) if lane == 'dev' else ['fastai', 'fastcore']
+    # the latest lane runs the notebooks with execnb's own runner, nbdev 2 being unable to run there
+    reqs += shlex.split(cfg['dev_requirements']) if lane == 'dev' else ['fastai', 'fastcore', 'execnb']
     reqs = list(dict.fromkeys(reqs))
     # the latest lane re-resolves once a week, so it follows the newest releases
     key = ' '.join(sorted(reqs)) + sys.version + (datetime.date.today().strftime('%G-%V') if lane == 'latest' else '')
@@ -131,13 +133,76 @@ def _snapshot(paths):
 def _changed(before, after): return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
 
 
+# Run in an environment's Python (this file itself uses the standard library only).
+# nbdev's doc processing (what `nbdev_docs` does before quarto): it executes export cells, cells with an import and show_doc
+# cells, so a notebook whose import cell uses state from a test cell breaks the site. Every notebook, all failures listed.
+DOCS_CHECK = r"""
+import os, sys, tempfile, warnings
+from pathlib import Path
+from nbdev.serve_drv import exec_nb
+from nbdev.processors import FilterDefaults
+warnings.simplefilter('ignore')
+os.environ['IN_TEST'] = '1'
+failed = []
+for nb in sorted(Path('nbs').resolve().glob('*.ipynb')):
+    with tempfile.TemporaryDirectory() as d:
+        try: exec_nb(nb, Path(d)/nb.name, FilterDefaults)
+        except Exception as e: failed.append(nb.name); print(f'FAILED {nb.name}: {e}', flush=True)
+        else: print(f'ok {nb.name}', flush=True)
+if failed: sys.exit(f'doc processing fails on {len(failed)} notebooks: {failed}')
+"""
+
+# The notebooks under the newest fastai, with execnb's runner: as nbdev_test does, cells flagged slow or `eval: false`
+# and nbdev_export() calls are skipped; each notebook in its own (forked) process, from its folder; labelcb is the installed wheel.
+NOTEBOOK_RUN = r"""
+import multiprocessing, os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+def skip(cell):
+    if cell.cell_type != 'code' or 'nbdev_export' + '(' in cell.source: return True
+    flags = [l[2:].strip().split() for l in cell.source.splitlines() if l.startswith('#|')]
+    return any(f and (f[0] == 'slow' or (f[0] == 'eval:' and f[1:2] == ['false'])) for f in flags)
+
+def run(path):
+    from execnb.nbio import read_nb
+    from execnb.shell import CaptureShell
+    os.environ['IN_TEST'] = '1'
+    os.chdir(Path(path).parent)
+    start, k = time.time(), CaptureShell(path)
+    try: k.run_all(read_nb(path), exc_stop=True, preproc=skip)
+    except BaseException as e: return path, time.time() - start, f'{type(e).__name__}: {e}'
+    return path, time.time() - start, None
+
+if __name__ == '__main__':
+    nbs = sorted(str(p.resolve()) for p in Path('nbs').glob('*.ipynb'))
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context('fork')) as ex: results = list(ex.map(run, nbs))
+    for path, secs, err in results: print(f'{"FAILED" if err else "ok"} {Path(path).name} ({secs:.0f} s)' + (f': {err}' if err else ''))
+    failed = [Path(p).name for p, _, err in results if err]
+    if failed: sys.exit(f'{len(failed)} notebooks fail under the newest fastai: {failed}')
+"""
+
+
+def run_script(python, script:str, env)->int:
+    "Run `script` (one of the texts above) with `python`, from a file, so the log shows its name rather than its text"
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d)/'labelcb_check.py'
+        f.write_text(script)
+        return run(python, f, env=env, check=False)
+
+
+def docs_check(env, e)->bool:
+    "nbdev's doc processing of every notebook; True if all pass"
+    return not run_script(env/'bin'/'python', DOCS_CHECK, e)
+
+
 def cmd_test(args):
     t0 = datetime.datetime.now()
     env = ensure_env('dev')
     e = dev_environ(env)
     failures = []
 
-    say('1/4 nbdev hygiene: notebooks clean, library exported, README made from nbs/index.ipynb')
+    say('1/5 nbdev hygiene: notebooks clean, library exported, README made from nbs/index.ipynb')
     before = _snapshot(['nbs', 'labelcb']) | {'README.md': hashlib.sha256((ROOT/'README.md').read_bytes()).hexdigest()}
     run(env/'bin'/'nbdev_clean', env=e)
     run(env/'bin'/'nbdev_export', env=e)
@@ -148,13 +213,16 @@ def cmd_test(args):
               '(they have now been rewritten; run `python3 dev.py readme` for README.md, review and commit):')
         for c in changed: print('   ', c)
 
-    say('2/4 nbdev_test on the notebooks (cells flagged `slow` are skipped)')
+    say('2/5 nbdev_test on the notebooks (cells flagged `slow` are skipped)')
     if run(env/'bin'/'nbdev_test', '--do_print', '--timing', env=e, check=False): failures.append('nbdev_test')
 
-    say('3/4 pytest tests/ (dev environment, fastai 2.8.7, the checkout itself)')
+    say("3/5 nbdev's doc processing of every notebook (the step before quarto renders the site)")
+    if not docs_check(env, e): failures.append('doc processing')
+
+    say('4/5 pytest tests/ (dev environment, fastai 2.8.7, the checkout itself)')
     if run(env/'bin'/'python', '-m', 'pytest', '-q', 'tests', env=e, check=False): failures.append('pytest (dev)')
 
-    say('4/4 pytest tests/ against the newest fastai, labelcb installed offline from a wheel')
+    say('5/5 the newest fastai, labelcb installed offline from a wheel: pytest tests/, then the notebooks')
     latest = ensure_env('latest')
     with tempfile.TemporaryDirectory() as wheels:
         run(env/'bin'/'python', '-m', 'pip', 'wheel', '-q', '--disable-pip-version-check', '--no-deps', '-w', wheels, '.', env=e)
@@ -168,6 +236,7 @@ def cmd_test(args):
     # the pytest script (not `python -m pytest`) keeps the checkout off sys.path, so the installed wheel is tested
     if run(latest/'bin'/'pytest', '-q', '-p', 'no:cacheprovider', 'tests', env=le, check=False):
         failures.append('pytest (latest fastai)')
+    if run_script(latest/'bin'/'python', NOTEBOOK_RUN, le): failures.append('notebooks (latest fastai)')
 
     secs = (datetime.datetime.now() - t0).total_seconds()
     if failures:
@@ -189,6 +258,9 @@ def main(argv):
         raise SystemExit(run(env/'bin'/'python', ROOT/'benchmarks'/f'{args[0]}.py', *args[1:], env=dev_environ(env), check=False))
     if cmd == 'test': return cmd_test(args)
     if cmd == 'readme': return cmd_readme()
+    if cmd == 'docs':
+        env = ensure_env('dev')
+        raise SystemExit(0 if docs_check(env, dev_environ(env)) else 1)
     if cmd == 'env': ensure_env('dev'); ensure_env('latest'); return
     raise SystemExit(f'unknown command {cmd!r}\n{__doc__}')
 
