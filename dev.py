@@ -153,10 +153,10 @@ if failed: sys.exit(f'doc processing fails on {len(failed)} notebooks: {failed}'
 """
 
 # The notebooks under the newest fastai, with execnb's runner: as nbdev_test does, cells flagged slow or `eval: false`
-# and nbdev_export() calls are skipped; each notebook in its own (forked) process, from its folder; labelcb is the installed wheel.
+# and nbdev_export() calls are skipped; each notebook in a process of its own, from its folder; labelcb is the installed wheel.
 NOTEBOOK_RUN = r"""
-import multiprocessing, os, sys, time
-from concurrent.futures import ProcessPoolExecutor
+import os, subprocess, sys, time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 def skip(cell):
@@ -164,19 +164,26 @@ def skip(cell):
     flags = [l[2:].strip().split() for l in cell.source.splitlines() if l.startswith('#|')]
     return any(f and (f[0] == 'slow' or (f[0] == 'eval:' and f[1:2] == ['false'])) for f in flags)
 
-def run(path):
-    from execnb.nbio import read_nb
+def run_one(path):
+    "Run one notebook here; an exception exits non-zero"
+    try: from execnb.nbio import read_nb
+    except ImportError: from fastcore.nbio import read_nb  # execnb 0.3 moved it to fastcore
     from execnb.shell import CaptureShell
     os.environ['IN_TEST'] = '1'
     os.chdir(Path(path).parent)
-    start, k = time.time(), CaptureShell(path)
-    try: k.run_all(read_nb(path), exc_stop=True, preproc=skip)
-    except BaseException as e: return path, time.time() - start, f'{type(e).__name__}: {e}'
-    return path, time.time() - start, None
+    CaptureShell(path).run_all(read_nb(path), exc_stop=True, preproc=skip)
+
+def run(path):
+    "Each notebook in a process of its own: IPython's shell takes over the process's __main__"
+    start = time.time()
+    r = subprocess.run([sys.executable, __file__, path], capture_output=True, text=True)
+    err = None if r.returncode == 0 else ((r.stderr.strip().splitlines() or ['exit status %d' % r.returncode])[-1])
+    return path, time.time() - start, err
 
 if __name__ == '__main__':
+    if len(sys.argv) > 1: run_one(sys.argv[1]); sys.exit(0)
     nbs = sorted(str(p.resolve()) for p in Path('nbs').glob('*.ipynb'))
-    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context('fork')) as ex: results = list(ex.map(run, nbs))
+    with ThreadPoolExecutor(2) as ex: results = list(ex.map(run, nbs))
     for path, secs, err in results: print(f'{"FAILED" if err else "ok"} {Path(path).name} ({secs:.0f} s)' + (f': {err}' if err else ''))
     failed = [Path(p).name for p, _, err in results if err]
     if failed: sys.exit(f'{len(failed)} notebooks fail under the newest fastai: {failed}')
