@@ -184,9 +184,11 @@ def show_label_issues(
 def audit_images(
     df:pd.DataFrame, # One row per image: file and label columns
     path, # Folder the file names are relative to
-    fn_col:str='file', # Column of file names
-    label_col:str='label', # Column of labels
+    fn_col:str='file', # Column of file names (or ids: see `folder` and `suffix`)
+    label_col:str|list='label', # Column of labels, or one 0/1 column per class (Plant Pathology)
     label_delim:str|None=None, # Multi-label: tags separated by this
+    folder:str|None=None, # Subfolder of `path` the images are in (fastai's `from_csv(folder=)`)
+    suffix:str='', # Appended to each name in `fn_col` (fastai's `suff=`, e.g. '.jpg' for Kaggle ids)
     out:str|Path|None='labelcb_audit', # Folder for label_audit.csv and label_issues.png; None: write nothing
     n_show:int=20, # Suspects in the PNG
     truth:pd.Series|None=None, # True labels, if known: adds precision and recall of the flags to the summary
@@ -195,7 +197,12 @@ def audit_images(
     **kwargs, # Passed to `image_oof` (n_folds, epochs, size, arch, seed...)
 )->pd.DataFrame:
     "k-fold OOF probabilities for a frame of images, then `label_audit`; writes the ranked CSV and a grid of suspects"
-    res = image_oof(df, path, fn_col, label_col, label_delim, **kwargs)
+    root = Path(path)/folder if folder else Path(path)
+    work = df.assign(_labelcb_file=df[fn_col].astype(str) + suffix)  # a copy: the user's frame keeps its ids
+    missing = [f for f in work._labelcb_file if not (root/f).is_file()]
+    if missing: raise FileNotFoundError(f'{len(missing)} of the {len(df)} images are not found under {root}, e.g. {missing[0]!r} '
+                                        '(see path, folder and suffix)')
+    res = image_oof(work, root, '_labelcb_file', label_col, label_delim, **kwargs)
     audit = label_audit(res, method=method)
     audit.insert(0, fn_col, df.loc[audit.index, fn_col].values)
     summary = {'items': len(audit), 'flagged': int(audit.is_label_issue.sum()), 'oof_accuracy': res.oof_accuracy, 'seconds': res.seconds}
@@ -205,7 +212,7 @@ def audit_images(
         out = Path(out); out.mkdir(parents=True, exist_ok=True)
         audit.to_csv(out/'label_audit.csv')
         if summary['flagged']:
-            fig = show_label_issues(audit, Path(path)/df[fn_col], n=n_show, truth=truth)
+            fig = show_label_issues(audit, root/work._labelcb_file, n=n_show, truth=truth)
             fig.savefig(out/'label_issues.png', dpi=100)
             import matplotlib.pyplot as plt; plt.close(fig)
     if verbose:

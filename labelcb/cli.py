@@ -28,7 +28,9 @@ def _parser()->argparse.ArgumentParser:
     a.add_argument('--csv', help='CSV with one row per image (default: the bundled digits)')
     a.add_argument('--images', help="folder the file names are relative to (default: the CSV's folder)")
     a.add_argument('--fn-col', default='file', help='column of file names (default file)')
-    a.add_argument('--label-col', default='label', help='column of labels (default label)')
+    a.add_argument('--label-col', default='label', help='column of labels, or one-hot columns joined by commas, e.g. healthy,multiple_diseases,rust,scab (default label)')
+    a.add_argument('--folder', help='subfolder of --images the files are in (as fastai from_csv folder=, e.g. images)')
+    a.add_argument('--suffix', default='', help="appended to each file name (as fastai from_csv suff=, e.g. .jpg for Kaggle ids)")
     a.add_argument('--label-delim', help="multi-label: separator of the tags (e.g. ' ')")
     a.add_argument('--folds', type=int, default=5, help='folds (default 5)')
     a.add_argument('--epochs', type=int, default=10, help='epochs per fold (default 10)')
@@ -72,15 +74,18 @@ def _audit(args):
     try: df = pd.read_csv(csv)
     except pd.errors.EmptyDataError: raise SystemExit(f'{csv} is empty: it needs a header and one row per image') from None
     except (UnicodeDecodeError, pd.errors.ParserError) as e: raise SystemExit(f'{csv} cannot be read as a CSV: {e}') from None
-    for col in (args.fn_col, args.label_col):
+    label_col = args.label_col.split(',') if ',' in args.label_col else args.label_col
+    for col in [args.fn_col] + (label_col if isinstance(label_col, list) else [label_col]):
         if col not in df: raise SystemExit(f'{csv} has no column {col!r}; its columns are {list(df.columns)} (see --fn-col, --label-col)')
     if not len(df): raise SystemExit(f'{csv} has a header but no rows')
     if df.index.has_duplicates or df[args.fn_col].duplicated().any(): raise SystemExit(f'{csv} lists some files twice')
     images = Path(args.images) if args.images else csv.parent
-    missing = [f for f in df[args.fn_col] if not (images/str(f)).is_file()]  # every row, before anything is trained
-    if missing: raise SystemExit(f'{len(missing)} of the {len(df)} images are not found under {images}, e.g. {missing[0]!r} (see --images)')
+    root = images/args.folder if args.folder else images
+    missing = [f'{f}{args.suffix}' for f in df[args.fn_col] if not (root/f'{f}{args.suffix}').is_file()]  # every row, before training
+    if missing: raise SystemExit(f'{len(missing)} of the {len(df)} images are not found under {root}, e.g. {missing[0]!r} '
+                                 '(see --images, --folder, --suffix)')
     from labelcb.audit import audit_images
-    return audit_images(df, images, args.fn_col, args.label_col, args.label_delim, size=args.size or 128,
+    return audit_images(df, images, args.fn_col, label_col, args.label_delim, folder=args.folder, suffix=args.suffix, size=args.size or 128,
                         **model_args('resnet18'), **common)
 
 def main(argv:list|None=None):

@@ -22,6 +22,7 @@ def labels_of(
     df:pd.DataFrame, # The items, one row each
     label_col:str|list, # Column of labels, or a list of 0/1 columns (one per class)
     label_delim:str|None=None, # Multi-label: the separator of the tags in `label_col` (e.g. ' ')
+    multi_label:bool|None=None, # 0/1 columns: None reads them as single-label when every row holds exactly one 1 (Plant Pathology 2020), else as multi-label
 )->tuple: # Single-label: (class codes (N,), classes); multi-label: ((N, K) bool matrix, tags)
     "The labels of a frame as codes and names: one label column, tags in one column, or one 0/1 column per class"
     if isinstance(label_col, (list, tuple)):  # one 0/1 column per class (Plant Pathology style)
@@ -29,7 +30,12 @@ def labels_of(
         if missing: raise KeyError(f'label columns {missing} are not in the frame')
         Y = df[list(label_col)].to_numpy()
         if not np.isin(Y, (0, 1)).all(): raise ValueError(f'one-hot label columns {list(label_col)} must hold only 0 and 1')
-        return Y.astype(bool), list(label_col)
+        one = Y.sum(1) == 1
+        if multi_label is None: multi_label = not one.all()
+        if multi_label: return Y.astype(bool), list(label_col)
+        if not one.all(): raise ValueError(f'{int((~one).sum())} rows of {list(label_col)} do not hold exactly one 1 (e.g. row '
+                                           f'{df.index[~one][0]!r}): a single-label reading needs one class per row; pass multi_label=True')
+        return Y.argmax(1), list(label_col)
     if label_col not in df: raise KeyError(f'label column {label_col!r} is not in the frame; its columns are {list(df.columns)}')
     col = df[label_col]
     if label_delim is not None:  # tags in one string column (Planet style)

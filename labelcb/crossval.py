@@ -11,13 +11,14 @@ import pandas as pd
 from fastai.torch_core import set_seed
 from fastcore.basics import store_attr
 from fastprogress.fastprogress import progress_bar
-from .core import fit_quietly, validate_with_preds
+from .core import fit_quietly, validate_with_preds, labels_of
 from .table import label_names
 from .kfold import kfold
 from .tta import ensemble_predict
+from .multilabel import multilabel_dls
 
 # %% auto #0
-__all__ = ['KFoldResult', 'cross_validate', 'image_oof']
+__all__ = ['KFoldResult', 'cross_validate', 'blend', 'image_oof']
 
 # %% ../nbs/crossval.ipynb #2fec3704
 class KFoldResult:
@@ -62,6 +63,29 @@ class KFoldResult:
         res = pd.DataFrame({'fold': self.folds, 'given': self.given, 'predicted': self.predicted})
         return pd.concat([res, self.probs.add_prefix('p_')], axis=1)
 
+    def onehot_targets(self)->np.ndarray:
+        "The given labels as (N, K) 0/1 rows, whatever the problem (what column-wise metrics such as ROC AUC take)"
+        return self.targets.astype(int) if self.multi_label else np.eye(len(self.vocab), dtype=int)[self.targets]
+
+    def score(self,
+        metric='accuracy', # 'accuracy' (of the argmax; per tag at 0.5 for multi-label), 'roc_auc' (mean column-wise ROC AUC), or `metric(y_true, probs)`
+        onehot:bool|None=None, # For a callable: pass it 0/1 target rows (default: where the problem is multi-label) rather than class indices
+    )->pd.Series: # One score per fold, then 'oof': the score of all out-of-fold probabilities together
+        "Per-fold and out-of-fold scores of the probabilities in the competition's metric"
+        if isinstance(metric, str):
+            if metric == 'accuracy':
+                fn, onehot = (lambda y, p: float(((p > 0.5) == y.astype(bool)).mean())) if self.multi_label else (lambda y, p: float((p.argmax(1) == y).mean())), self.multi_label
+            elif metric == 'roc_auc':
+                from sklearn.metrics import roc_auc_score
+                fn, onehot = (lambda y, p: float(roc_auc_score(y, p, average='macro'))), True
+            else: raise ValueError(f"metric is 'accuracy', 'roc_auc' or a function metric(y_true, probs), not {metric!r}")
+        elif callable(metric): fn, onehot = metric, (self.multi_label if onehot is None else onehot)
+        else: raise TypeError(f"metric is 'accuracy', 'roc_auc' or a function metric(y_true, probs), not {metric!r}")
+        y, p, folds = (self.onehot_targets() if onehot else self.targets), self.probs.to_numpy(), self.folds.to_numpy()
+        res = {int(f): fn(y[folds == f], p[folds == f]) for f in sorted(set(folds))}
+        res['oof'] = fn(y, p)
+        return pd.Series(res, name=metric if isinstance(metric, str) else getattr(metric, '__name__', 'metric'))
+
     def cleanlab_inputs(self)->tuple:
         "`(labels, pred_probs)` in your frame's row order, as `cleanlab.filter.find_label_issues` takes them"
         if self.multi_label: return [list(np.flatnonzero(r)) for r in self.targets], self.probs.to_numpy()
@@ -94,6 +118,7 @@ def cross_validate(
     folds:list|None=None, # Which folds to run; default: all (the OOF then covers only these)
     fold_col:str='fold', # The fold column
     test_df=None, # Items to predict with every fold's model (averaged): a DataFrame, or anything `test_dl` takes
+    test_id_col:str|None=None, # A column of `test_df` naming each test item (e.g. 'image_id'): it indexes `test_probs`
     tta:bool|str=False, # Test-time augmentation of the test predictions: True or 'fastai', 'dihedral' (see `tta_predict`)
     seed:int|None=0, # `set_seed(seed + fold)` before each fold's DataLoaders and learner; None: leave the RNGs alone
     keep_learners:bool=False, # Keep the folds' learners in the result (memory!)
@@ -102,6 +127,8 @@ def cross_validate(
 )->KFoldResult:
     "Train a fresh learner per fold; return per-fold metrics, out-of-fold probabilities keyed by item, and test probabilities"
     if fold_col not in df: raise KeyError(f'no {fold_col!r} column: add one with kfold(df, ...)')
+    if test_id_col is not None and not (isinstance(test_df, pd.DataFrame) and test_id_col in test_df): raise KeyError(
+        f'test_id_col {test_id_col!r} must be a column of test_df (a DataFrame)')
     if df.index.has_duplicates: raise ValueError("the frame's index must identify the items, but it has duplicates: "
                                                  'pass the frame before oversampling (oversample inside make_dls), or reset_index()')
     all_folds = sorted(int(f) for f in df[fold_col].unique() if f >= 0)
@@ -139,16 +166,33 @@ def cross_validate(
     probs = pd.concat(probs).loc[order]
     t = pd.concat(targets).loc[order].to_numpy()
     t = t[:, 0].astype(int) if t.shape[1] == 1 else t.astype(int)
-    return KFoldResult(probs, t, df.loc[order, fold_col], pd.DataFrame(rows),
-                       None if test_sum is None else test_sum/len(folds), learners if keep_learners else None)
+    test_probs = None if test_sum is None else test_sum/len(folds)
+    if test_probs is not None and test_id_col is not None: test_probs.index = pd.Index(test_df[test_id_col].to_numpy(), name=test_id_col)
+    return KFoldResult(probs, t, df.loc[order, fold_col], pd.DataFrame(rows), test_probs, learners if keep_learners else None)
+
+# %% ../nbs/crossval.ipynb #733543f6
+def blend(
+    probs:list, # Probability frames with the same items and classes: stages, folds, models
+    weights:list|None=None, # One weight per frame (normalised to sum to 1); default: equal
+)->pd.DataFrame:
+    "The weighted mean of several probability frames, aligned by item and class (e.g. stage 1 and stage 2 test predictions)"
+    if not len(probs): raise ValueError('nothing to blend')
+    first = probs[0]
+    for k, p in enumerate(probs[1:], 1):
+        if not (p.index.equals(first.index) and list(p.columns) == list(first.columns)): raise ValueError(
+            f'frame {k} has other items or classes than frame 0: blend predictions of the same items and classes')
+    w = np.ones(len(probs)) if weights is None else np.asarray(weights, float)
+    if len(w) != len(probs) or (w < 0).any() or w.sum() == 0: raise ValueError(f'{len(probs)} frames need as many non-negative weights, not {weights!r}')
+    return sum(wi*p for wi, p in zip(w/w.sum(), probs))
 
 # %% ../nbs/crossval.ipynb #76cba799
 def image_oof(
     df:pd.DataFrame, # One row per image, with a file column and a label column (and optionally a fold column)
     path, # Folder the file names are relative to
     fn_col:str='file', # Column of file names
-    label_col:str='label', # Column of labels
+    label_col:str|list='label', # Column of labels, or one 0/1 column per class (read as `multilabel_dls` reads them)
     label_delim:str|None=None, # Multi-label: tags separated by this
+    multi_label:bool|None=None, # 0/1 columns: None reads them as single-label when every row holds exactly one 1
     n_folds:int=5, # Folds, when the frame has no fold column yet
     epochs:int=10, # Epochs of `fit_one_cycle` per fold
     size:int|tuple=32, # Image size (square, or (height, width))
@@ -172,11 +216,17 @@ def image_oof(
                                              'model names) is not installed') from None
         if arch not in timm.list_models(): raise ValueError(f"arch is a fastai architecture such as 'resnet18' or a timm model "
                                                             f'name, not {arch!r}')
-    if fold_col not in df: df = kfold(df, n_folds, label_col, label_delim, seed=seed, fold_col=fold_col)
-    metric = accuracy_multi if label_delim is not None else accuracy
+    one_hot = isinstance(label_col, (list, tuple))
+    if one_hot: multi_label = labels_of(df, list(label_col), multi_label=multi_label)[0].ndim == 2
+    else: multi_label = label_delim is not None
+    if fold_col not in df: df = kfold(df, n_folds, list(label_col) if one_hot else label_col, label_delim, seed=seed, fold_col=fold_col)
+    metric = accuracy_multi if multi_label else accuracy
     def make_dls(d, fold):
-        return ImageDataLoaders.from_df(d.assign(_is_valid=d[fold_col] == fold), path, fn_col=fn_col, label_col=label_col,
-                                        label_delim=label_delim, valid_col='_is_valid', item_tfms=Resize(size), bs=bs)
+        d = d.assign(_is_valid=d[fold_col] == fold)
+        if one_hot: return multilabel_dls(d, path, fn_col, list(label_col), valid_col='_is_valid', item_tfms=Resize(size), bs=bs,
+                                          multi_label=multi_label)
+        return ImageDataLoaders.from_df(d, path, fn_col=fn_col, label_col=label_col, label_delim=label_delim, valid_col='_is_valid',
+                                        item_tfms=Resize(size), bs=bs)
     def make_learner(dls):
         if model is not None: return Learner(dls, model(dls.c), metrics=metric)
         return vision_learner(dls, getattr(models, arch) if isinstance(arch, str) and hasattr(models, arch) else arch,

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
-from fastai.data.block import DataBlock, MultiCategoryBlock
+from fastai.data.block import DataBlock, CategoryBlock, MultiCategoryBlock
 from fastai.data.transforms import ColReader, ColSplitter
 from fastai.vision.data import ImageBlock
 from fastai.learner import Learner
@@ -20,7 +20,8 @@ from fastcore.basics import patch
 from .core import labels_of, check_choice
 
 # %% auto #0
-__all__ = ['TagReader', 'multilabel_dls', 'fbeta_score', 'FBeta', 'tune_thresholds', 'decode_tags', 'write_submission']
+__all__ = ['TagReader', 'OneHotLabel', 'multilabel_dls', 'fbeta_score', 'FBeta', 'tune_thresholds', 'decode_tags',
+           'write_submission']
 
 # %% ../nbs/multilabel.ipynb #ef8ffe05
 class TagReader:
@@ -31,6 +32,11 @@ class TagReader:
         return [] if not isinstance(v, str) else [t for t in v.split(self.delim) if t]
     def __repr__(self): return f'TagReader({self.col!r}, {self.delim!r})'
 
+class OneHotLabel:
+    "The class of a row whose 0/1 columns hold exactly one 1: that column's name (a class, so `learn.export` can pickle it)"
+    def __init__(self, cols): self.cols = list(cols)
+    def __call__(self, row): return self.cols[int(np.argmax([row[c] for c in self.cols]))]
+
 def multilabel_dls(
     df:pd.DataFrame, # One row per image; it is not changed
     path='.', # Folder the file names are relative to
@@ -40,23 +46,27 @@ def multilabel_dls(
     valid_col:str='is_valid', # Boolean column: True for validation rows
     item_tfms=None, # Item transforms (e.g. `Resize(128)`; images must end up the same size to be batched)
     batch_tfms=None, # Batch transforms (e.g. `aug_transforms()`)
+    multi_label:bool|None=None, # 0/1 columns: None reads them as single-label when every row holds exactly one 1 (Plant Pathology 2020), True as multi-label
     **kwargs, # Passed to `DataBlock.dataloaders` (bs, num_workers, seed...)
 ):
-    "Multi-label `DataLoaders` (`MultiCategoryBlock`: a sigmoid output and `BCEWithLogitsLossFlat` per class) from tags or one-hot columns"
+    "`DataLoaders` from tags (`MultiCategoryBlock`: a sigmoid and `BCEWithLogitsLossFlat` per class) or one 0/1 column per class"
     for c in (fn_col, valid_col):
         if c not in df: raise KeyError(f'column {c!r} is not in the frame; its columns are {list(df.columns)}')
     if df[valid_col].dtype != bool: raise TypeError(f'{valid_col!r} must be a boolean column (True: validation), not {df[valid_col].dtype}')
     if not df[valid_col].any() or df[valid_col].all(): raise ValueError(f'{valid_col!r} must mark some rows, and not all, for validation')
     one_hot = isinstance(label_col, (list, tuple))
-    Y, vocab = labels_of(df, list(label_col) if one_hot else label_col, None if one_hot else label_delim)
+    Y, vocab = labels_of(df, list(label_col) if one_hot else label_col, None if one_hot else label_delim, multi_label if one_hot else None)
     if not len(vocab): raise ValueError(f'no tags in {label_col!r}')
     if not one_hot and df[label_col].dropna().map(lambda v: not isinstance(v, str)).any():
         raise TypeError(f'{label_col!r} must hold strings of tags separated by {label_delim!r}; for 0/1 columns pass their list')
-    never = [v for v, n in zip(vocab, Y[~df[valid_col].to_numpy()].sum(0)) if n == 0]
+    train_y = Y[~df[valid_col].to_numpy()]
+    counts = np.bincount(train_y, minlength=len(vocab)) if Y.ndim == 1 else train_y.sum(0)
+    never = [v for v, n in zip(vocab, counts) if n == 0]
     if never: warnings.warn(f'classes {never} have no positive training row: the model cannot learn them')
-    block = MultiCategoryBlock(encoded=True, vocab=list(vocab)) if one_hot else MultiCategoryBlock(vocab=list(vocab))
-    dblock = DataBlock(blocks=(ImageBlock, block), get_x=ColReader(fn_col, pref=Path(path)),
-                       get_y=ColReader(list(label_col)) if one_hot else TagReader(label_col, label_delim),
+    if Y.ndim == 1: block, get_y = CategoryBlock(vocab=list(vocab)), OneHotLabel(label_col)  # one class per row: softmax
+    elif one_hot: block, get_y = MultiCategoryBlock(encoded=True, vocab=list(vocab)), ColReader(list(label_col))
+    else: block, get_y = MultiCategoryBlock(vocab=list(vocab)), TagReader(label_col, label_delim)
+    dblock = DataBlock(blocks=(ImageBlock, block), get_x=ColReader(fn_col, pref=Path(path)), get_y=get_y,
                        splitter=ColSplitter(valid_col), item_tfms=item_tfms, batch_tfms=batch_tfms)
     return dblock.dataloaders(df, path=path, **kwargs)
 
@@ -193,18 +203,27 @@ def decode_tags(
 def write_submission(
     probs:pd.DataFrame, # (N, K) test probabilities, a column per class, indexed by the ids (or pass `ids`)
     fname='submission.csv', # Where to write the CSV
-    thresholds=0.5, # A threshold for all classes, or one per class (e.g. `tune_thresholds`' Series)
+    thresholds=0.5, # Tags: a threshold for all classes, or one per class (e.g. `tune_thresholds`' Series)
     ids=None, # The ids, in the rows' order; default: `probs.index`
-    id_col:str='image_name', # Name of the id column (Planet: 'image_name')
-    tags_col:str='tags', # Name of the tags column
-    min_tags:int=0, # At least this many tags per row
+    id_col:str='image_name', # Name of the id column (Planet: 'image_name'; Plant Pathology: 'image_id')
+    tags_col:str='tags', # Tags: name of the tags column
+    min_tags:int=0, # Tags: at least this many tags per row
+    kind:str='tags', # 'tags': id and space-separated tags (Planet); 'probs': id and one probability column per class (Plant Pathology)
 )->pd.DataFrame: # What was written
-    "Write a Kaggle multi-label submission: one row per item, its id and its space-separated tags"
-    tags = decode_tags(probs, thresholds, ' ', min_tags)
+    "Write a Kaggle submission, one row per item: its id and its tags, or its id and a probability per class"
+    check_choice('kind', kind, ('tags', 'probs'))
+    if not isinstance(probs, pd.DataFrame): raise TypeError('probs must be a DataFrame with a column per class')
+    p = _as_np(probs)
+    if np.isnan(p).any() or p.min() < 0 or p.max() > 1: raise ValueError('probs must be probabilities in [0, 1] (not logits)')
     ids = probs.index if ids is None else pd.Index(ids)
-    if len(ids) != len(tags): raise ValueError(f'{len(ids)} ids for {len(tags)} rows of probabilities')
+    if len(ids) != len(probs): raise ValueError(f'{len(ids)} ids for {len(probs)} rows of probabilities')
+    if ids.has_duplicates: raise ValueError(f'{int(ids.duplicated().sum())} ids appear twice: one row per test item')
     if isinstance(ids, pd.RangeIndex): warnings.warn('the ids are the row numbers 0..N-1: pass ids= (e.g. the test file names)')
-    sub = pd.DataFrame({id_col: np.asarray(ids), tags_col: tags.to_numpy()})
+    if kind == 'probs': sub = pd.concat([pd.DataFrame({id_col: np.asarray(ids)}), pd.DataFrame(p, columns=[str(c) for c in probs.columns])], axis=1)
+    else:
+        if p.shape[1] > 1 and np.allclose(p.sum(1), 1, atol=1e-3): raise ValueError(
+            "these rows sum to 1: they are a single-label model's softmax probabilities, not tags; write them with kind='probs'")
+        sub = pd.DataFrame({id_col: np.asarray(ids), tags_col: decode_tags(probs, thresholds, ' ', min_tags).to_numpy()})
     sub.to_csv(fname, index=False)
     return sub
 
