@@ -9,10 +9,11 @@ import pandas as pd
 from fastai.data.block import TransformBlock
 from fastai.data.transforms import Categorize, CategoryMap, Category
 from fastai.torch_core import TensorCategory
+from fastai.losses import CrossEntropyLossFlat
 from .table import UNLABELLED
 
 # %% auto #0
-__all__ = ['PartialCategorize', 'PartialCategoryBlock', 'hide_labels']
+__all__ = ['PartialCrossEntropyLossFlat', 'PartialCategorize', 'PartialCategoryBlock', 'hide_labels']
 
 # %% ../nbs/partial.ipynb #6faf0f41
 def _missing(o)->bool:
@@ -25,7 +26,14 @@ def _as_ints(labels:list)->list:
     if labels and all(isinstance(o, (float, np.floating)) and float(o).is_integer() for o in labels): return [int(o) for o in labels]
     return labels
 
+class PartialCrossEntropyLossFlat(CrossEntropyLossFlat):
+    "`CrossEntropyLossFlat` for partly labelled data: unlabelled items are ignored, and a batch without a labelled item is 0 (torch's mean over no item is NaN)"
+    def __call__(self, inp, targ, **kwargs):
+        if (targ != UNLABELLED).any(): return super().__call__(inp, targ, **kwargs)
+        return inp.sum()*0.  # nothing to learn from: no gradient, and the smoothed training loss stays a number
+
 class PartialCategorize(Categorize):
+    loss_func = PartialCrossEntropyLossFlat()
     "`Categorize` for partly labelled data: a missing label (NaN, None, '') becomes `UNLABELLED` and stays out of the vocab"
     def setups(self, dsets):
         if self.vocab is None and dsets is not None:
