@@ -18,9 +18,13 @@ h = pd.DataFrame(te.history)
 pl = te.pseudo_labels()
 truth = pool.loc[pl.index, 'clean'].astype(str)
 ok = pl.label.astype(str) == truth
-print(h.round(4).to_string())
-print('test acc', B.test_accuracy(learn, test))
-print('ensemble label right on unlabelled items:', round(float(ok.mean()), 4), 'n', len(pl))
+lines = ['# CIFAR-10N, 8% labelled: what TemporalEnsemble does (diagnostic)', '', 'Command: `python3 dev.py bench cifar10n_te_diagnostic`', '',
+         'Per training epoch: w, supervised loss, consistency loss (unweighted), items with a target.', '', '```', h.round(4).to_string(), '```', '',
+         f'test accuracy {B.test_accuracy(learn, test):.4f}', '',
+         f'ensemble label right on the {len(pl)} unlabelled items: {ok.mean():.4f}', '']
 for q in (0.5, 0.8, 0.95):
     m = pl.confidence >= q
-    print(f'confidence >= {q}: share {m.mean():.3f}, right {ok[m].mean():.3f}')
+    lines.append(f'- confidence >= {q}: share {m.mean():.3f}, right {ok[m].mean():.3f}')
+text = '\n'.join(lines) + '\n'
+(B.OUT/'cifar10n_te_diagnostic.md').write_text(text)
+print(text)
