@@ -55,8 +55,10 @@ class KFoldResult:
     @property
     def oof_accuracy(self)->float:
         "Agreement of the OOF predictions with the given labels (per tag for multi-label)"
-        p = self.probs.to_numpy()
-        return float(((p > 0.5) == self.targets.astype(bool)).mean() if self.multi_label else (p.argmax(1) == self.targets).mean())
+        return self._accuracy(self.targets, self.probs.to_numpy())
+    def _accuracy(self, y, p)->float:
+        "Argmax accuracy, or per-tag accuracy at 0.5 for multi-label"
+        return float(((p > 0.5) == y.astype(bool)).mean() if self.multi_label else (p.argmax(1) == y).mean())
 
     def to_df(self)->pd.DataFrame:
         "One row per item, in your frame's order: fold, given, predicted, then one `p_<class>` column per class"
@@ -74,7 +76,7 @@ class KFoldResult:
         "Per-fold and out-of-fold scores of the probabilities in the competition's metric"
         if isinstance(metric, str):
             if metric == 'accuracy':
-                fn, onehot = (lambda y, p: float(((p > 0.5) == y.astype(bool)).mean())) if self.multi_label else (lambda y, p: float((p.argmax(1) == y).mean())), self.multi_label
+                fn, onehot = self._accuracy, self.multi_label
             elif metric == 'roc_auc':
                 from sklearn.metrics import roc_auc_score
                 fn, onehot = (lambda y, p: float(roc_auc_score(y, p, average='macro'))), True

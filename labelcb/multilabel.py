@@ -17,7 +17,7 @@ from fastai.vision.data import ImageBlock
 from fastai.learner import Learner
 from fastai.metrics import AccumMetric, ActivationType
 from fastcore.basics import patch
-from .core import labels_of, check_choice
+from .core import labels_of, check_choice, check_probs
 
 # %% auto #0
 __all__ = ['TagReader', 'OneHotLabel', 'multilabel_dls', 'fbeta_score', 'FBeta', 'tune_thresholds', 'decode_tags',
@@ -214,7 +214,7 @@ def write_submission(
     check_choice('kind', kind, ('tags', 'probs'))
     if not isinstance(probs, pd.DataFrame): raise TypeError('probs must be a DataFrame with a column per class')
     p = _as_np(probs)
-    if np.isnan(p).any() or p.min() < 0 or p.max() > 1: raise ValueError('probs must be probabilities in [0, 1] (not logits)')
+    check_probs(p, single_label=False, what='probs')
     ids = probs.index if ids is None else pd.Index(ids)
     if len(ids) != len(probs): raise ValueError(f'{len(ids)} ids for {len(probs)} rows of probabilities')
     if ids.has_duplicates: raise ValueError(f'{int(ids.duplicated().sum())} ids appear twice: one row per test item')

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import numpy as np
 import pandas as pd
+import torch
 from fastai.data.block import TransformBlock
 from fastai.data.transforms import Categorize, CategoryMap, Category
 from fastai.torch_core import TensorCategory
@@ -29,8 +30,8 @@ def _as_ints(labels:list)->list:
 class PartialCrossEntropyLossFlat(CrossEntropyLossFlat):
     "`CrossEntropyLossFlat` for partly labelled data: unlabelled items are ignored, and a batch without a labelled item is 0 (torch's mean over no item is NaN)"
     def __call__(self, inp, targ, **kwargs):
-        if (targ != UNLABELLED).any(): return super().__call__(inp, targ, **kwargs)
-        return inp.sum()*0.  # nothing to learn from: no gradient, and the smoothed training loss stays a number
+        # chosen on the device (torch.where), not in Python: no host sync per batch; the other branch gets no gradient
+        return torch.where((targ != UNLABELLED).any(), super().__call__(inp, targ, **kwargs), inp.sum()*0.)
 
 class PartialCategorize(Categorize):
     loss_func = PartialCrossEntropyLossFlat()
