@@ -15,7 +15,8 @@ from fastcore.basics import noop
 
 # %% auto #0
 __all__ = ['labels_of', 'check_probs', 'check_choice', 'check_span', 'fit_quietly', 'validate_with_preds', 'learner_autocast',
-           'item_ids', 'dataset_targets', 'write_labels', 'plot_history']
+           'item_ids', 'dataset_targets', 'write_labels', 'plot_history', 'rank_and_world', 'is_distributed',
+           'gather_objects', 'broadcast_object', 'gather_rows']
 
 # %% ../nbs/core.ipynb #a026eb28
 def labels_of(
@@ -186,3 +187,39 @@ def plot_history(
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/core.ipynb #dc758487
+def rank_and_world()->tuple:
+    "This process's rank and the number of processes in the default `torch.distributed` group; (0, 1) outside distributed training"
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+def is_distributed()->bool:
+    "Whether this process trains together with others (a `torch.distributed` group of more than one process)"
+    return rank_and_world()[1] > 1
+
+def gather_objects(obj)->list:
+    "Every process's `obj`, in rank order, on every process (one collective); `[obj]` in a single process"
+    if not is_distributed(): return [obj]
+    import torch.distributed as dist
+    out = [None]*dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+def broadcast_object(obj, src:int=0):
+    "Process `src`'s `obj` on every process (one collective); `obj` itself in a single process"
+    if not is_distributed(): return obj
+    import torch.distributed as dist
+    box = [obj]
+    dist.broadcast_object_list(box, src)
+    return box[0]
+
+def gather_rows(
+    rows:Tensor, # (n,) row numbers this process wrote
+    values:Tensor, # (n, ...) what it wrote to them
+)->tuple: # (rows, values) of every process, concatenated in rank order, on the device of `values`
+    "The rows every process wrote and their values, in rank order: apply them in this order and every process holds the same state"
+    if not is_distributed(): return rows, values
+    parts = gather_objects((rows.cpu(), values.cpu()))
+    return torch.cat([r for r, _ in parts]).to(rows.device), torch.cat([v for _, v in parts]).to(values.device)

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from fastai.callback.core import Callback
 from fastai.data.load import DataLoader, _FakeLoader
 from fastai.torch_core import TensorBase
-from .core import check_choice
+from .core import check_choice, is_distributed, gather_rows
 from copy import copy
 
 # %% auto #0
@@ -32,6 +32,11 @@ class _AppendItemIdx:
         return (*item, torch.tensor(s).as_subclass(TensorItemIdx))  # ~10 µs; TensorItemIdx(s) costs ~50 µs an item
 
 # %% ../nbs/items.ipynb #29fcd15d
+def _unwrapped(dl:DataLoader)->DataLoader:
+    "The loader inside a wrapper such as fastai's `DistributedDL`, or `dl` itself"
+    inner = dl.__dict__.get('dl')  # __dict__: a DataLoader forwards unknown attributes to its dataset
+    return inner if isinstance(inner, DataLoader) else dl
+
 def indexed_loader(dl:DataLoader)->DataLoader:
     "A shallow copy of `dl` whose items carry their dataset index as a last element; `dl` itself is not changed"
     if not isinstance(dl, DataLoader): raise TypeError(f'ItemIndex works with fastai DataLoaders, not {type(dl).__name__}')
@@ -39,8 +44,8 @@ def indexed_loader(dl:DataLoader)->DataLoader:
     fl = dl.fake_l  # the fake loader is what iterates (in worker processes too): give the copy one of its own
     res.fake_l = _FakeLoader(res, fl.pin_memory, fl.num_workers, fl.timeout, persistent_workers=fl.persistent_workers,
                              pin_memory_device=fl.pin_memory_device)
-    inner = dl.__dict__.get('dl')  # __dict__: a DataLoader forwards unknown attributes to its dataset
-    if isinstance(inner, DataLoader): res.dl = indexed_loader(inner)  # a wrapper such as DistributedDL: its inner loader makes the items
+    inner = _unwrapped(dl)
+    if inner is not dl: res.dl = indexed_loader(inner)  # a wrapper such as DistributedDL: its inner loader makes the items
     elif not dl.indexed or dl.bs is None: raise ValueError(
         'ItemIndex needs an indexed dataset loaded item by item (a map-style dataset and a batch size); '
         'iterable or pre-batched datasets have no item indices')
@@ -49,8 +54,8 @@ def indexed_loader(dl:DataLoader)->DataLoader:
 
 def _keep_rng(orig:DataLoader, indexed:DataLoader):
     "Hand the copy's advanced random generator back, so the next epoch shuffles as it would have without `ItemIndex`"
-    orig.rng = indexed.rng
-    if isinstance(orig.__dict__.get('dl'), DataLoader): _keep_rng(orig.dl, indexed.dl)
+    if 'rng' in indexed.__dict__: orig.rng = indexed.rng  # a wrapper such as DistributedDL has none: its inner loader shuffles
+    if _unwrapped(orig) is not orig: _keep_rng(_unwrapped(orig), _unwrapped(indexed))
 
 # %% ../nbs/items.ipynb #58438cf8
 class ItemIndex(Callback):
@@ -91,18 +96,23 @@ def predict_items(
     at:nn.Module|None=None, # Return what goes into this submodule of `model` (e.g. the features before its head) instead of its output
     augment:bool|None=None, # Use the training transforms (random augmentation) rather than the validation ones; default: in 'train' mode only
     views:list|None=None, # Functions of the input batch (e.g. flips; None: the batch as it is): run the model on each view of every batch and stack the outputs
+    shard:bool|None=None, # Split the items among the processes of distributed training and gather the outputs, so each process predicts its share only; default: when distributed
 )->Tensor: # (len(dataset), ...) float: row i belongs to dataset item i (zeros for a skipped item); with views (len(views), len(dataset), ...)
     "One no-grad pass of `model` over every item of `dl`, rows in dataset order"
     check_choice('mode', mode, ('eval', 'train'))
     if augment is None: augment = mode == 'train'
-    if not isinstance(dl, DataLoader): dl = dl.train.new(shuffle=False, drop_last=False)
+    if not isinstance(dl, DataLoader): dl = _unwrapped(dl.train).new(shuffle=False, drop_last=False)
+    if shard is None: shard = is_distributed()
+    if shard:
+        from fastai.distributed import DistributedDL  # imports accelerate: only in distributed training
+        dl = DistributedDL(_unwrapped(dl))
     dl = indexed_loader(dl)
     ds = dl.dataset
     # set_split_idx reaches the batch transforms too: TfmdDL reads the dataset's split_idx when an epoch starts
     split = ds.set_split_idx(0 if augment else 1) if hasattr(ds, 'set_split_idx') else contextlib.nullcontext()
     got = []
     hook = at.register_forward_pre_hook(lambda m, inp: got.append(inp[0].detach().float())) if at is not None else None
-    was_training, out, batch_views = model.training, None, views or [None]
+    was_training, out, batch_views, mine = model.training, None, views or [None], []
     try:
         model.train(mode == 'train')
         with split:
@@ -113,10 +123,13 @@ def predict_items(
                     o = model(*(xs if view is None else [view(x) for x in xs]))
                     o = got.pop() if at is not None else o.detach().float()
                     if out is None: out = o.new_zeros(len(batch_views), len(ds), *o.shape[1:])
-                    if rows is None: rows = idx.as_subclass(Tensor).to(o.device)  # once per batch, not per view
+                    if rows is None: rows = idx.as_subclass(Tensor).to(o.device); mine.append(rows)  # once per batch, not per view
                     out[v, rows] = o
     finally:
         if hook is not None: hook.remove()
         model.train(was_training)
     if out is None: raise ValueError('predict_items: the DataLoader has no items')
+    if shard:  # every process's share, on every process (an item two processes predicted gets the higher rank's output)
+        rows, vals = gather_rows(torch.cat(mine), out[:, torch.cat(mine)].transpose(0, 1))
+        out[:, rows] = vals.transpose(0, 1)
     return out if views is not None else out[0]

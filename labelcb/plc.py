@@ -11,7 +11,7 @@ from torch import Tensor
 from fastai.callback.schedule import SchedLin
 from fastcore.basics import patch, store_attr
 import warnings
-from .core import check_choice, check_span, plot_history
+from .core import check_choice, check_span, plot_history, gather_rows
 from .table import LabelCallback, LabelTable
 
 # %% auto #0
@@ -54,6 +54,8 @@ class ProgressiveLabelCorrection(LabelCallback):
         self.history = []  # per training epoch: epoch, threshold, corrections
         self._window = self._seen = None
 
+    @property
+    def writes_per_batch(self)->bool: return self.rule == 'diff'  # 'diff' corrects batch by batch; 'ratio' once per epoch
     def _init_state(self): self.table,self._window,self._seen = None,None,None
     def _new_items(self):
         "Other items: no table, window, history or raised δ of the old ones"
@@ -155,9 +157,15 @@ class ProgressiveLabelCorrection(LabelCallback):
 
     def after_train(self):
         if self.active:
+            synced = self.table.sync()  # distributed: all processes' 'diff' corrections of this epoch, on every process
+            if synced is not None: self._n_fixed = synced
             if self.rule == 'ratio':
+                if self._distributed:  # every process's softmax outputs of this epoch, so that all see every item's f̄
+                    rows = self._seen[self._slot].nonzero().squeeze(1)
+                    rows, p = gather_rows(rows, self._window[self._slot, rows])
+                    self._window[self._slot, rows], self._seen[self._slot, rows] = p, True
                 thr = self.delta
-                if self._correcting(): self._n_fixed += self._correct_ratio()
+                if self._correcting(): self._n_fixed += self._correct_ratio()  # the same rule on the same data: the same corrections everywhere
             else: thr = getattr(self, '_last_threshold', float('nan'))
             self.history.append(dict(epoch=len(self.history), threshold=thr, corrections=self._n_fixed))
         super().after_train()

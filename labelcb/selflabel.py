@@ -16,7 +16,7 @@ from fastai.torch_core import Module
 from fastcore.basics import store_attr, patch
 from fastprogress.fastprogress import progress_bar
 from .items import ItemIndex, ensure_item_index, TensorItemIdx, predict_items
-from .core import dataset_targets, item_ids, check_choice
+from .core import dataset_targets, item_ids, check_choice, rank_and_world, is_distributed, broadcast_object
 from .table import label_names
 from .sinkhorn import sinkhorn_knopp
 
@@ -136,6 +136,7 @@ class SelfLabelSinkhorn(Callback):
         if self.labels is None or self.labels.shape[1] != n:
             g = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
             self.labels = torch.stack([(torch.arange(n) % self.k)[torch.randperm(n, generator=g)] for _ in range(self.heads)])
+            self.labels = broadcast_object(self.labels)  # distributed: process 0's start, on every process
         if self.epoch == 0 and not hasattr(self.learn, 'lr_finder'):  # a new fit (fine_tune's two included): its schedule
             total = self.n_epoch*len(self.dls.train)
             n_opts = self.n_epoch if self.n_opts is None else self.n_opts
@@ -164,7 +165,10 @@ class SelfLabelSinkhorn(Callback):
             logits = feats @ w.float().T + b.float()
             with warnings.catch_warnings():  # a float32 kernel short of range is solved again in float64: expected late in training
                 warnings.simplefilter('ignore', UserWarning)
-                res = sinkhorn_knopp(logits, self.lam, inputs='logits', tol=self.tol)
+                res = sinkhorn_knopp(logits, self.lam, inputs='logits', tol=self.tol) if rank_and_world()[0] == 0 else None
+            if is_distributed():  # the features are every process's share, gathered; process 0 solved, every process takes its labels
+                if res is not None: res.labels = res.labels.cpu()
+                res = broadcast_object(res)
             new = res.labels.to(self.labels.device)
             changed = float((new != self.labels[h]).float().mean())
             self.labels[h] = new

@@ -18,7 +18,7 @@ from fastcore.meta import delegates
 from fastcore.xtras import join_path_file
 from fastai.learner import Learner
 from fastai.torch_core import rank_distrib
-from .core import dataset_targets, item_ids, write_labels
+from .core import dataset_targets, item_ids, write_labels, gather_objects, is_distributed
 from .items import ItemIndex, ensure_item_index
 from .losses import soft_loss_for, SoftBCEWithLogitsLoss
 
@@ -95,7 +95,7 @@ class LabelTable:
                 'item its own id (reset the frame\'s index)')
             self.targets = self.targets[first]
         self.original = self._hard(self.targets).cpu()
-        self._log = []
+        self._log, self._pending = [], None  # _pending: this process's writes since `record` (distributed training)
 
     @classmethod
     def from_dls(cls, dls)->LabelTable:
@@ -181,6 +181,7 @@ def update(self:LabelTable,
     self.targets[idx] = new.to(self.targets.dtype)
     new_lab = self._hard(self.targets[idx])
     moved = (old_lab != new_lab).any(1) if self.multi_label else old_lab != new_lab
+    rec = None
     if moved.any():
         m = moved.nonzero().squeeze(1)
         rec = dict(index=idx[m].cpu(), old=old_lab[m].cpu(), new=new_lab[m].cpu(), why=why, epoch=epoch, iteration=iteration)
@@ -188,6 +189,7 @@ def update(self:LabelTable,
             v = torch.as_tensor(v)
             rec[k] = v.reshape(-1)[m.cpu()].cpu() if v.ndim else v.item()
         self._log.append(rec)
+    if getattr(self, '_pending', None) is not None: self._pending.append((idx.cpu(), self.targets[idx].cpu(), rec))
     return int(moved.sum())
 
 @patch
@@ -202,6 +204,26 @@ def blend(self:LabelTable,
     if probs.shape != self.targets.shape: raise ValueError(
         f'expected predictions for the {len(self)} items and {self.c} classes, shape {tuple(self.targets.shape)}; got {tuple(probs.shape)}')
     return self.update(torch.arange(len(self)), torch.lerp(probs, self.targets, a), why, **kwargs)
+
+# %% ../nbs/table.ipynb #76d40355
+@patch
+def record(self:LabelTable):
+    "Distributed training: from now on keep this process's writes, for `sync` to share (a no-op in a single process)"
+    if getattr(self, '_pending', None) is None and is_distributed(): self._pending, self._log_mark = [], len(self._log)
+
+@patch
+def sync(self:LabelTable)->int|None: # Label changes made by all the processes since `record`; None when not recording
+    "Distributed training: every process applies every process's writes since `record`, in rank order, so all tables end up the same"
+    if getattr(self, '_pending', None) is None: return None
+    mine, self._pending = self._pending, None
+    del self._log[self._log_mark:]  # this process's records come back in rank order, with the others'
+    n = 0
+    for writes in gather_objects(mine):  # one collective per epoch
+        for idx, rows, rec in writes:
+            idx = idx.to(self.device)
+            self.targets[idx] = rows.to(self.targets)
+            if rec is not None: self._log.append(rec); n += len(rec['index'])
+    return n
 
 # %% ../nbs/table.ipynb #e2909aa3
 def label_names(
@@ -320,6 +342,7 @@ class LabelCallback(Callback):
     order,run_valid = ItemIndex.order+1, False  # after ItemIndex hands over the indices, before MixUp/CutMix (0) mix targets
     _stateattrs = ('table',)
     accepts_unlabelled = False  # True for methods made for partly labelled data (TemporalEnsemble)
+    writes_per_batch = False  # True for a method that changes the table during training batches (PLC): distributed training shares those writes at each epoch's end
     def __init__(self,
         table:LabelTable|None=None, # A table to start from (e.g. one loaded to resume); default: made from `dls.train_ds`
     ):
@@ -376,6 +399,7 @@ class LabelCallback(Callback):
         if self.learn.loss_func is self.user_loss:  # not swapped yet by another label callback (TemporalEnsemble's own loss stays)
             self.swap_loss(soft_loss_for(self.user_loss, self.table.multi_label))
         self._mixing = any(isinstance(cb, MixHandler) for cb in self.learn.cbs)
+        self._distributed = is_distributed()
 
     @property
     def user_loss(self):
@@ -402,6 +426,7 @@ class LabelCallback(Callback):
         self.batch_probs = None
         if not self.active or not self.training: return
         if self.table.device != self.item_index.idx.device: self.table.to(self.item_index.idx.device)
+        if self.writes_per_batch and self._distributed and getattr(self.table, '_pending', None) is None: self.table.record()  # this epoch's writes, to share at its end
         self._batch_rows = self.table.rows(self.item_index.idx)
         self.learn.yb = (self.table.batch(self.idx),)
         if self._mixing and self._wants_probs():
@@ -410,7 +435,9 @@ class LabelCallback(Callback):
     def after_pred(self):
         if self.active and self.training and not self._mixing and self._wants_probs(): self.batch_probs = self._probs(self.pred)
 
-    def after_train(self): self.restore_loss(); self._batch_rows = None
+    def after_train(self):
+        if self.active: self.table.sync()  # distributed: every process's writes of this epoch, on every process
+        self.restore_loss(); self._batch_rows = None
     def after_fit(self):
         self.restore_loss()
         self.learn.__dict__.pop('_do_epoch', None)
