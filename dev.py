@@ -6,6 +6,7 @@
     python3 dev.py docs                          # only nbdev's doc processing of every notebook (what quarto renders)
     python3 dev.py bench NAME [options]          # run benchmarks/NAME.py (writes benchmarks/results/NAME.*)
     python3 dev.py readme                        # write README.md from nbs/index.ipynb
+    python3 dev.py tutorial                      # run nbs/tutorial_kaggle.ipynb in full (slow cells too), saving its outputs
     python3 dev.py env                           # only create/refresh the environments
 
 Two environments, kept outside the checkout so clones and CI runs share them (`LABELCB_ENVS`, default
@@ -189,6 +190,21 @@ if __name__ == '__main__':
     if failed: sys.exit(f'{len(failed)} notebooks fail under the newest fastai: {failed}')
 """
 
+# The Kaggle tutorial in full (its `slow` cells too: the CIFAR-10N replica, about 25 minutes on 2 cores), outputs saved
+# in the notebook for the docs. Needs ../shared/data/cifar10n.
+TUTORIAL_RUN = r"""
+import os, sys, time
+from pathlib import Path
+from execnb.nbio import read_nb, write_nb
+from execnb.shell import CaptureShell
+path = Path('nbs/tutorial_kaggle.ipynb').resolve()
+os.chdir(path.parent)
+nb, start = read_nb(path), time.time()
+CaptureShell(path).run_all(nb, exc_stop=True)
+write_nb(nb, path)
+print(f'ran {path.name} in full in {time.time() - start:.0f} s; outputs saved in it (review, then commit)')
+"""
+
 
 def run_script(python, script:str, env)->int:
     "Run `script` (one of the texts above) with `python`, from a file, so the log shows its name rather than its text"
@@ -268,6 +284,9 @@ def main(argv):
     if cmd == 'docs':
         env = ensure_env('dev')
         raise SystemExit(0 if docs_check(env, dev_environ(env)) else 1)
+    if cmd == 'tutorial':
+        env = ensure_env('dev')
+        raise SystemExit(run_script(env/'bin'/'python', TUTORIAL_RUN, dev_environ(env)))
     if cmd == 'env': ensure_env('dev'); ensure_env('latest'); return
     raise SystemExit(f'unknown command {cmd!r}\n{__doc__}')
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 import numpy as np
+import torch
 import pandas as pd
 from fastai.torch_core import set_seed
 from fastcore.basics import store_attr
@@ -121,7 +122,7 @@ def cross_validate(
     fold_col:str='fold', # The fold column
     test_df=None, # Items to predict with every fold's model (averaged): a DataFrame, or anything `test_dl` takes
     test_id_col:str|None=None, # A column of `test_df` naming each test item (e.g. 'image_id'): it indexes `test_probs`
-    tta:bool|str=False, # Test-time augmentation of the test predictions: True or 'fastai', 'dihedral' (see `tta_predict`)
+    tta:bool|str=False, # Test-time augmentation of the OOF and test predictions: True or 'fastai', 'dihedral' (see `tta_predict`)
     seed:int|None=0, # `set_seed(seed + fold)` before each fold's DataLoaders and learner; None: leave the RNGs alone
     keep_learners:bool=False, # Keep the folds' learners in the result (memory!)
     export_to:str|Path|None=None, # Folder to `learn.export` each fold's learner to, as fold_<k>.pkl
@@ -149,6 +150,8 @@ def cross_validate(
         fold_rows = df[df[fold_col] == k]
         # one pass over the fold's rows gives its metrics and its OOF predictions
         scores, p, y = validate_with_preds(learn, learn.dls.test_dl(fold_rows, with_labels=True))
+        if tta:  # the fold's metrics stay those of one plain pass; its OOF probabilities are the augmented ones
+            with learn.no_bar(): p = torch.tensor(ensemble_predict([learn], fold_rows, tta=tta).to_numpy())
         rows.append(dict(fold=k, n_train=len(dls.train_ds), n_valid=len(dls.valid_ds), **scores, seconds=secs))
         v = list(dls.vocab)
         if vocab is None: vocab = v

@@ -13,26 +13,28 @@ import torch
 from torch import nn
 from fastai.vision.all import ImageDataLoaders, Resize, ConvLayer, Flatten
 from .noise import add_label_noise
+from .core import check_choice
 
 # %% auto #0
-__all__ = ['SHAPES', 'labelcb_cache', 'digits_path', 'digits_df', 'noisy_digits_df', 'digits_dls', 'digits_test_accuracy',
-           'GaussianNoise', 'digits_cnn', 'multi_digits_path', 'multi_digits_df', 'shapes_path', 'shapes_df']
+__all__ = ['SHAPES', 'PLANT_CLASSES', 'CIFAR_AS_PLANT', 'PLANET_TAGS', 'labelcb_cache', 'digits_path', 'digits_df',
+           'noisy_digits_df', 'digits_dls', 'digits_test_accuracy', 'GaussianNoise', 'digits_cnn', 'multi_digits_path',
+           'multi_digits_df', 'shapes_path', 'shapes_df', 'plant_pathology_replica', 'planet_replica']
 
 # %% ../nbs/data.ipynb #be426190
 def labelcb_cache(*parts)->Path:
     "labelcb's data folder: `$LABELCB_DATA`, or `~/.cache/labelcb`"
     return Path(os.environ.get('LABELCB_DATA', Path.home()/'.cache'/'labelcb')).joinpath(*parts)
 
-def _build_once(dest:Path, build)->Path:
-    "Run `build(folder)` in a temporary folder and rename it to `dest`, unless `dest` exists already"
-    if (dest/'labels.csv').exists(): return dest
+def _build_once(dest:Path, build, marker:str='labels.csv')->Path:
+    "Run `build(folder)` in a temporary folder and rename it to `dest`, unless `dest` holds `marker` already"
+    if (dest/marker).exists(): return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{dest.name}-', dir=dest.parent))
     try:
         build(tmp)
         os.rename(tmp, dest)
     except OSError:
-        if not (dest/'labels.csv').exists(): raise
+        if not (dest/marker).exists(): raise
     finally: shutil.rmtree(tmp, ignore_errors=True)  # a process that lost the race drops its copy
     return dest
 
@@ -204,3 +206,110 @@ def shapes_df(**kwargs)->pd.DataFrame:
     df = pd.read_csv(shapes_path(**kwargs)/'labels.csv')
     df['is_valid'] = df.split == 'valid'
     return df
+
+# %% ../nbs/data.ipynb #da403c81
+PLANT_CLASSES = ('healthy', 'multiple_diseases', 'rust', 'scab')
+CIFAR_AS_PLANT = ('deer', 'cat', 'dog', 'horse')  # the CIFAR-10 classes standing in for PLANT_CLASSES, in that order
+
+def _rare_subsample(labels:np.ndarray, rare:int, share:float, rng)->np.ndarray:
+    "Positions to keep so that class `rare` makes up about `share` of the rows (Plant Pathology's multiple_diseases: 5%)"
+    others, rare_pos = np.flatnonzero(labels != rare), np.flatnonzero(labels == rare)
+    n_rare = min(len(rare_pos), int(round(share*len(others)/(1 - share))))
+    return np.sort(np.concatenate([others, rng.choice(rare_pos, n_rare, replace=False)]))
+
+def plant_pathology_replica(
+    dest, # Folder to write the competition's files to (made once; reused when it holds train.csv)
+    source:str='digits', # 'digits': the bundled digits 0-3, 10% of the training labels flipped; 'cifar10n': CIFAR-10N photographs with human labels
+    n_train:int|None=None, # Training images at most (default: all the source has; 'cifar10n': 2,000)
+    n_test:int|None=None, # Test images at most (default: all; 'cifar10n': 1,000)
+    label_set:str='random1', # 'cifar10n': which CIFAR-10N label set gives the training labels
+    data=None, # 'cifar10n': the folder with labels.csv (default: `shared/data/cifar10n` in the working folder or a folder above it)
+    rare_share:float=0.05, # Share of `multiple_diseases`, the rare class (the competition's was 91 of 1,821)
+    seed:int=0, # Seed of the sampling (and of the digits' flipped labels)
+)->Path:
+    "Plant Pathology 2020's files (`images/Train_<i>.jpg`, `train.csv` with `image_id` and one-hot columns, `test.csv`, `sample_submission.csv`) from images we have, plus `truth.csv`"
+    check_choice('source', source, ('digits', 'cifar10n'))
+    dest = Path(dest)
+    if (dest/'train.csv').exists(): return dest
+    rng = np.random.default_rng(seed)
+    if source == 'digits':
+        d = digits_df().query('label < 4')
+        root, pool = digits_path(), {'train': d[d.split != 'test'], 'test': d[d.split == 'test']}
+        for k in pool: pool[k] = pool[k].assign(true=pool[k].label.to_numpy(), given=pool[k].label.to_numpy())
+        tr = pool['train']
+        flip = rng.random(len(tr)) < 0.1
+        given = np.where(flip, (tr.true + rng.integers(1, 4, len(tr))) % 4, tr.true)
+        pool['train'] = tr.assign(given=given)
+    else:
+        if data is None:  # the benchmark data's place: shared/data/cifar10n beside the project, from the project or one of its folders
+            data = next((d/'shared'/'data'/'cifar10n' for d in (Path.cwd(), *Path.cwd().parents) if (d/'shared'/'data'/'cifar10n'/'labels.csv').exists()), None)
+            if data is None: raise FileNotFoundError('no shared/data/cifar10n/labels.csv in the working folder or above it: pass data=')
+        root = Path(data)
+        if not (root/'labels.csv').exists(): raise FileNotFoundError(f'no CIFAR-10N labels.csv in {root.absolute()}: pass data=')
+        lab = pd.read_csv(root/'labels.csv')
+        if label_set not in lab: raise ValueError(f'label_set is one of {[c for c in lab.columns if c not in ("file", "split", "index")]}, not {label_set!r}')
+        code = {c: k for k, c in enumerate(CIFAR_AS_PLANT)}
+        tr, te = lab[lab.split == 'train'], lab[lab.split == 'test']
+        # both the true and the given class among the four: the noise is the annotators' confusions between them
+        tr = tr[tr.clean.isin(code) & tr[label_set].isin(code)]
+        te = te[te.clean.isin(code)]
+        pool = {'train': tr.assign(true=tr.clean.map(code), given=tr[label_set].map(code)),
+                'test': te.assign(true=te.clean.map(code), given=te.clean.map(code))}
+        n_train, n_test = n_train or 2000, n_test or 1000
+    out = {}
+    for split, n in (('train', n_train), ('test', n_test)):
+        p = pool[split]
+        p = p.iloc[_rare_subsample(p.given.to_numpy(), 1, rare_share, rng)]
+        if n is not None and n < len(p): p = p.iloc[np.sort(rng.choice(len(p), n, replace=False))]
+        out[split] = p.reset_index(drop=True)
+    def build(folder):
+        (folder/'images').mkdir()
+        truth = []
+        for split, prefix in (('train', 'Train'), ('test', 'Test')):
+            p = out[split]
+            ids = [f'{prefix}_{i}' for i in range(len(p))]
+            for i, f in zip(ids, p.file): Image.open(root/f).convert('RGB').save(folder/'images'/f'{i}.jpg', quality=95)
+            truth.append(pd.DataFrame({'image_id': ids, 'split': split, 'label': [PLANT_CLASSES[k] for k in p.true]}))
+            if split == 'train':
+                pd.DataFrame({'image_id': ids, **{c: (p.given.to_numpy() == k).astype(int) for k, c in enumerate(PLANT_CLASSES)}}
+                             ).to_csv(folder/'train.csv', index=False)
+            else:
+                pd.DataFrame({'image_id': ids}).to_csv(folder/'test.csv', index=False)
+                pd.DataFrame({'image_id': ids, **{c: 0.25 for c in PLANT_CLASSES}}).to_csv(folder/'sample_submission.csv', index=False)
+        pd.concat(truth).to_csv(folder/'truth.csv', index=False)
+    return _build_once(dest, build, marker='train.csv')
+
+# %% ../nbs/data.ipynb #6b3c6806
+PLANET_TAGS = ('agriculture', 'bare_ground', 'blooming', 'cultivation', 'habitation', 'primary', 'road', 'selective_logging',
+               'slash_burn', 'water')  # ten of Planet's seventeen tags, standing for the digits 0-9
+
+def planet_replica(
+    dest, # Folder to write the competition's files to (made once; reused when it holds train_v2.csv)
+    n_train:int=1500, # Training images (at most 1,500: the multi-digit set's train and valid rows)
+    n_test:int=300, # Test images (at most 300)
+    seed:int=0, # Seed of the sampling
+)->Path:
+    "Planet's files (`train-jpg/train_<i>.jpg`, `train_v2.csv` with `image_name,tags`, `test-jpg/`, `sample_submission_v2.csv`) from the multi-digit images as 16×16 tiles, plus `truth.csv`"
+    if not 1 <= n_train <= 1500 or not 1 <= n_test <= 300: raise ValueError(f'n_train is 1..1500 and n_test 1..300, not {n_train}, {n_test}')
+    dest = Path(dest)
+    if (dest/'train_v2.csv').exists(): return dest
+    rng, src, df = np.random.default_rng(seed), multi_digits_path(), multi_digits_df()
+    tags = lambda s: ' '.join(sorted(PLANET_TAGS[int(d)] for d in s.split()))
+    parts = {'train': df[df.split != 'test'], 'test': df[df.split == 'test']}
+    def build(folder):
+        for split, n in (('train', n_train), ('test', n_test)):
+            p = parts[split].iloc[np.sort(rng.choice(len(parts[split]), n, replace=False))]
+            (folder/f'{split}-jpg').mkdir()
+            names = [f'{split}_{i}' for i in range(n)]
+            for name, f in zip(names, p.file):
+                strip, tile = np.asarray(Image.open(src/f)), np.zeros((16, 16), np.uint8)
+                for slot, cell in enumerate(rng.permutation(4)[:3]):  # the strip's three 8×8 slots into a 2×2 grid: square, like Planet's tiles
+                    r, c = divmod(int(cell), 2)
+                    tile[r*8:(r+1)*8, c*8:(c+1)*8] = strip[:, slot*8:(slot+1)*8]
+                Image.fromarray(tile).convert('RGB').save(folder/f'{split}-jpg'/f'{name}.jpg', quality=95)
+            frame = pd.DataFrame({'image_name': names, 'tags': p['labels'].astype(str).map(tags).to_numpy()})
+            if split == 'train': frame.to_csv(folder/'train_v2.csv', index=False)
+            else:
+                frame.to_csv(folder/'truth.csv', index=False)
+                frame.assign(tags='primary agriculture road water').to_csv(folder/'sample_submission_v2.csv', index=False)
+    return _build_once(dest, build, marker='train_v2.csv')

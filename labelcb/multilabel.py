@@ -21,7 +21,7 @@ from .core import labels_of, check_choice, check_probs
 
 # %% auto #0
 __all__ = ['TagReader', 'OneHotLabel', 'multilabel_dls', 'fbeta_score', 'FBeta', 'tune_thresholds', 'decode_tags',
-           'write_submission']
+           'write_submission', 'check_submission']
 
 # %% ../nbs/multilabel.ipynb #ef8ffe05
 class TagReader:
@@ -225,6 +225,33 @@ def write_submission(
             "these rows sum to 1: they are a single-label model's softmax probabilities, not tags; write them with kind='probs'")
         sub = pd.DataFrame({id_col: np.asarray(ids), tags_col: decode_tags(probs, thresholds, ' ', min_tags).to_numpy()})
     sub.to_csv(fname, index=False)
+    return sub
+
+# %% ../nbs/multilabel.ipynb #80de9915
+def check_submission(
+    sub, # The submission: its CSV file, or a DataFrame
+    sample, # The competition's sample submission (its CSV file or a DataFrame): its columns and ids are the format
+    tags:list|None=None, # Tags format: the tags a row may hold (default: any)
+)->pd.DataFrame: # The submission as read back
+    "Check a submission file against the competition's sample submission before uploading it; raise, saying what is wrong, or return it"
+    read = lambda o: o if isinstance(o, pd.DataFrame) else pd.read_csv(o, dtype={0: str}, keep_default_na=False)
+    sub, sample = read(sub), read(sample)
+    if list(sub.columns) != list(sample.columns): raise ValueError(f'columns {list(sub.columns)}, but the competition wants {list(sample.columns)}')
+    id_col = sample.columns[0]
+    ids, want = sub[id_col].astype(str), sample[id_col].astype(str)
+    if ids.duplicated().any(): raise ValueError(f'{int(ids.duplicated().sum())} ids appear twice, e.g. {ids[ids.duplicated()].iloc[0]!r}: one row per test image')
+    missing, extra = set(want) - set(ids), set(ids) - set(want)
+    if missing or extra: raise ValueError(f'{len(missing)} test ids are missing (e.g. {sorted(missing)[:2]}) and {len(extra)} are not test ids '
+                                          f'(e.g. {sorted(extra)[:2]}): index the predictions by the test file\'s id column')
+    values = sub.iloc[:, 1:]
+    if len(sample.columns) == 2 and not pd.api.types.is_numeric_dtype(sample.iloc[:, 1]):  # id, tags
+        if tags is not None:
+            unknown = set(t for s in values.iloc[:, 0].astype(str) for t in s.split()) - set(tags)
+            if unknown: raise ValueError(f'tags {sorted(unknown)} are not among the competition\'s {sorted(tags)}')
+    else:
+        p = values.apply(pd.to_numeric, errors='coerce').to_numpy(float)
+        if np.isnan(p).any(): raise ValueError(f'{int(np.isnan(p).any(1).sum())} rows have a missing or non-numeric probability')
+        if (p < 0).any() or (p > 1).any(): raise ValueError(f'probabilities must lie in [0, 1]; they span [{p.min():.3g}, {p.max():.3g}]')
     return sub
 
 # %% ../nbs/multilabel.ipynb #09f73d60

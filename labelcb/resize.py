@@ -89,6 +89,7 @@ def staged_fit(
     freeze:bool=True, # Run the frozen phase (False: unfrozen phases only)
     schedule:str='one_cycle', # 'one_cycle': `fit_one_cycle(epochs)`; 'sgdr': `fit_sgdr(epochs, 1, cycle_mult=2)`, seed 003's cycles
     quiet:bool=False, # Train without progress bars and logs
+    save:str|None=None, # Checkpoint after each size with `learn.save(f'{save}{size}')`, as seed 003 does (`learn.load` resumes); None: no files
 )->pd.DataFrame: # One row per phase: size, phase, epochs, the recorder's last losses and metrics, seconds
     "Seed 003's progressive resizing: at each size new DataLoaders, a frozen fit, then an unfrozen fit with discriminative learning rates"
     frozen_ep, unfrozen_ep = (epochs, epochs) if isinstance(epochs, (int, np.integer)) else epochs
@@ -96,6 +97,7 @@ def staged_fit(
     if not callable(make_dls): raise TypeError('make_dls is a function of the size that returns DataLoaders')
     check_choice('schedule', schedule, ('one_cycle', 'sgdr'))
     def fit(n, phase_lr): learn.fit_one_cycle(n, phase_lr) if schedule == 'one_cycle' else learn.fit_sgdr(n, 1, phase_lr, cycle_mult=2)
+    if save is not None and not isinstance(save, str): raise TypeError(f"save is a name prefix such as 'stage_' (files: learn.path/learn.model_dir), not {save!r}")
     rows = []
     for size in sizes:
         learn.dls = make_dls(size)
@@ -114,4 +116,5 @@ def staged_fit(
             vals = learn.recorder.values[-1] if learn.recorder.values else []
             names = learn.recorder.metric_names[1:-1]  # without 'epoch' and 'time'
             rows.append(dict(size=size, phase=phase, epochs=n if schedule == 'one_cycle' else 2**n - 1, **dict(zip(names, map(float, vals))), seconds=time.perf_counter() - start))
+        if save is not None: learn.save(f'{save}{size}')
     return pd.DataFrame(rows)

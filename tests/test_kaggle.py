@@ -93,3 +93,33 @@ def test_audit_command_reads_the_competitions_csv(plant, tmp_path, capsys):
     assert set(res.image_id) == set(train.image_id)  # the competition's ids, not the made-up file names
     with pytest.raises(SystemExit, match='--suffix'):
         main(['audit', '--csv', str(root/'train.csv'), '--folder', 'images', '--fn-col', 'image_id', '--label-col', ','.join(CLASSES)])
+
+
+def test_oof_with_tta_is_the_augmented_prediction(plant):
+    "Seed 002 takes its OOF predictions with TTA: `tta` applies to the OOF rows as to the test rows, not to the test rows only"
+    from fastai.vision.all import Learner
+    from labelcb.tta import tta_predict
+    root, train = plant
+    df = kfold(train.assign(file=train.image_id + '.png'), 2, CLASSES)
+    mk = lambda d, f: multilabel_dls(d.assign(is_valid=d.fold == f), root/'images', label_col=CLASSES, item_tfms=Resize(16), bs=16)
+    res = cross_validate(df, mk, lambda dls: Learner(dls, tiny_model(4)), fit=1, tta='dihedral', keep_learners=True, progress=False)
+    for k, learn in enumerate(res.learners):
+        rows = df[df.fold == k]
+        want = tta_predict(learn, rows, augment='dihedral', progress=False)
+        plain = tta_predict(learn, rows, augment=None, progress=False)
+        np.testing.assert_allclose(res.probs.loc[rows.index].to_numpy(), want.to_numpy(), atol=1e-6)
+        assert not np.allclose(want.to_numpy(), plain.to_numpy(), atol=1e-4)  # the views do differ: the check can tell
+
+
+def test_replicas_write_the_competitions_files(tmp_path):
+    "The tutorial's replicas: the competitions' folders, CSV columns and ids (Plant Pathology 2020, Planet)"
+    from labelcb.data import plant_pathology_replica, planet_replica, PLANT_CLASSES
+    from labelcb.multilabel import check_submission
+    plant = plant_pathology_replica(tmp_path/'plant')
+    train, sample = pd.read_csv(plant/'train.csv'), pd.read_csv(plant/'sample_submission.csv')
+    assert list(train.columns) == ['image_id', *PLANT_CLASSES] and not train.image_id.str.contains(r'\.').any()
+    assert all((plant/'images'/f'{i}.jpg').exists() for i in list(train.image_id) + list(sample.image_id))
+    check_submission(sample, plant/'sample_submission.csv')
+    planet = planet_replica(tmp_path/'planet', n_train=20, n_test=5)
+    tv = pd.read_csv(planet/'train_v2.csv')
+    assert list(tv.columns) == ['image_name', 'tags'] and all((planet/'train-jpg'/f'{n}.jpg').exists() for n in tv.image_name)
