@@ -28,7 +28,9 @@ def _learner(cbs, df=None, workers=0, **dls_kwargs):
     from labelcb.test_utils import tiny_learner, small_digits
     from labelcb.data import noisy_digits_df
     df = small_digits(noisy_digits_df(0.3, 'symmetric'), n_train=N_TRAIN) if df is None else df
-    # shuffled and drop_last (fastai's training defaults); `workers` loader processes in each rank
+    # shuffled and drop_last (fastai's training defaults); `workers` loader processes in each rank. Only the PLC job uses
+    # workers: in this CPU/gloo setup plain fastai, with no labelcb callback at all, hangs when a later learner's loader
+    # starts its workers (both ranks wait on a live worker that sends nothing), so the other jobs load in the main process
     return tiny_learner(df, cbs=cbs, bs=BS, dls_kwargs=dict(num_workers=workers, **dls_kwargs))
 
 
@@ -139,7 +141,7 @@ def _worker(rank, port, out):
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank),
                       ACCELERATE_USE_CPU='true', OMP_NUM_THREADS='1')
     torch.set_num_threads(1)
-    # loader workers forked from a process whose gloo group runs threads can hang at shutdown (seen here); forkserver starts them clean
+    # loader workers forked from a process whose gloo group runs threads hang at shutdown here; forkserver starts them clean
     mp.set_start_method('forkserver', force=True)
     if os.environ.get('LABELCB_DIST_DEBUG'):  # seconds: then each rank writes where it is to its own file and exits (a hang's post-mortem)
         import faulthandler; faulthandler.dump_traceback_later(int(os.environ['LABELCB_DIST_DEBUG']), exit=True, file=open(out/f'stack{rank}.txt', 'w'))
