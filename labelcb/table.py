@@ -189,7 +189,7 @@ def update(self:LabelTable,
             v = torch.as_tensor(v)
             rec[k] = v.reshape(-1)[m.cpu()].cpu() if v.ndim else v.item()
         self._log.append(rec)
-    if getattr(self, '_pending', None) is not None: self._pending.append((idx.cpu(), self.targets[idx].cpu(), rec))
+    if getattr(self, '_pending', None) is not None: self._pending.append((idx, self.targets[idx].clone(), rec))  # on the device: no sync per batch
     return int(moved.sum())
 
 @patch
@@ -215,7 +215,7 @@ def record(self:LabelTable):
 def sync(self:LabelTable)->int|None: # Label changes made by all the processes since `record`; None when not recording
     "Distributed training: every process applies every process's writes since `record`, in rank order, so all tables end up the same"
     if getattr(self, '_pending', None) is None: return None
-    mine, self._pending = self._pending, None
+    mine, self._pending = [(i.cpu(), r.cpu(), rec) for i, r, rec in self._pending], None  # to the host once, for the gather
     del self._log[self._log_mark:]  # this process's records come back in rank order, with the others'
     n = 0
     for writes in gather_objects(mine):  # one collective per epoch
