@@ -218,8 +218,10 @@ def broadcast_object(obj, src:int=0):
 def gather_rows(
     rows:Tensor, # (n,) row numbers this process wrote
     values:Tensor, # (n, ...) what it wrote to them
-)->tuple: # (rows, values) of every process, concatenated in rank order, on the device of `values`
+    extra=None, # Anything else of this process's to gather in the same collective (e.g. loss sums); then every process's is returned too
+)->tuple: # (rows, values) of every process, concatenated in rank order, on the device of `values`; with `extra`, (rows, values, extras)
     "The rows every process wrote and their values, in rank order: apply them in this order and every process holds the same state"
-    if not is_distributed(): return rows, values
-    parts = gather_objects((rows.cpu(), values.cpu()))
-    return torch.cat([r for r, _ in parts]).to(rows.device), torch.cat([v for _, v in parts]).to(values.device)
+    if not is_distributed(): return (rows, values) if extra is None else (rows, values, [extra])
+    parts = gather_objects((rows.cpu(), values.cpu(), extra))
+    res = torch.cat([r for r, *_ in parts]).to(rows.device), torch.cat([v for _, v, _ in parts]).to(values.device)
+    return res if extra is None else (*res, [e for *_, e in parts])

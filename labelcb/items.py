@@ -130,6 +130,7 @@ def predict_items(
         model.train(was_training)
     if out is None: raise ValueError('predict_items: the DataLoader has no items')
     if shard:  # every process's share, on every process (an item two processes predicted gets the higher rank's output)
-        rows, vals = gather_rows(torch.cat(mine), out[:, torch.cat(mine)].transpose(0, 1))
+        mine = torch.cat(mine)
+        rows, vals = gather_rows(mine, out[:, mine].transpose(0, 1))
         out[:, rows] = vals.transpose(0, 1)
     return out if views is not None else out[0]

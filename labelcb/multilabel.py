@@ -249,9 +249,8 @@ def check_submission(
             unknown = set(t for s in values.iloc[:, 0].astype(str) for t in s.split()) - set(tags)
             if unknown: raise ValueError(f'tags {sorted(unknown)} are not among the competition\'s {sorted(tags)}')
     else:
-        p = values.apply(pd.to_numeric, errors='coerce').to_numpy(float)
-        if np.isnan(p).any(): raise ValueError(f'{int(np.isnan(p).any(1).sum())} rows have a missing or non-numeric probability')
-        if (p < 0).any() or (p > 1).any(): raise ValueError(f'probabilities must lie in [0, 1]; they span [{p.min():.3g}, {p.max():.3g}]')
+        check_probs(values.apply(pd.to_numeric, errors='coerce').to_numpy(float), single_label=False,
+                    what='the probabilities (a missing or non-numeric one counts as missing)')
     return sub
 
 # %% ../nbs/multilabel.ipynb #09f73d60

@@ -160,22 +160,27 @@ class SelfLabelSinkhorn(Callback):
         "Re-assign every head's pseudo-labels: the training items through the model, then Sinkhorn-Knopp on each head's P^λ"
         t0 = time.perf_counter()
         feats = predict_items(self.model, self.dls, self.pseudo_pass, at=self.head)  # the features once, for every head
+        # distributed: the features are every process's share, gathered; process 0 solves every head, and all take its labels
+        solves = rank_and_world()[0] == 0
+        results, seconds = [], []
         for h in range(self.heads):
             w, b = self.head.head_params(h)
             logits = feats @ w.float().T + b.float()
             with warnings.catch_warnings():  # a float32 kernel short of range is solved again in float64: expected late in training
                 warnings.simplefilter('ignore', UserWarning)
-                res = sinkhorn_knopp(logits, self.lam, inputs='logits', tol=self.tol) if rank_and_world()[0] == 0 else None
-            if is_distributed():  # the features are every process's share, gathered; process 0 solved, every process takes its labels
+                results.append(sinkhorn_knopp(logits, self.lam, inputs='logits', tol=self.tol) if solves else None)
+            now = time.perf_counter()  # seconds of this head's step (head 0: with the pass), so that they add up
+            seconds.append(now - t0); t0 = now
+        if is_distributed():  # one collective for all heads
+            for res in results:
                 if res is not None: res.labels = res.labels.cpu()
-                res = broadcast_object(res)
+            results = broadcast_object(results)
+        for h, (res, secs) in enumerate(zip(results, seconds)):
             new = res.labels.to(self.labels.device)
             changed = float((new != self.labels[h]).float().mean())
             self.labels[h] = new
-            now = time.perf_counter()  # seconds of this head's step (head 0: with the pass), so that they add up
             self.history.append(dict(epoch=self.epoch, iteration=self.train_iter, head=h, changed=changed,
-                                     sinkhorn_iters=res.n_iter, sinkhorn_err=res.err, sinkhorn_dtype=str(res.dtype).replace('torch.', ''), seconds=now - t0))
-            t0 = now
+                                     sinkhorn_iters=res.n_iter, sinkhorn_err=res.err, sinkhorn_dtype=str(res.dtype).replace('torch.', ''), seconds=secs))
 
 # %% ../nbs/selflabel.ipynb #d14e3e3c
 @patch

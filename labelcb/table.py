@@ -189,7 +189,7 @@ def update(self:LabelTable,
             v = torch.as_tensor(v)
             rec[k] = v.reshape(-1)[m.cpu()].cpu() if v.ndim else v.item()
         self._log.append(rec)
-    if getattr(self, '_pending', None) is not None: self._pending.append((idx, self.targets[idx].clone(), rec))  # on the device: no sync per batch
+    if self._pending is not None: self._pending.append((idx, self.targets[idx], rec))  # indexing copies; on the device: no sync per batch
     return int(moved.sum())
 
 @patch
@@ -209,12 +209,12 @@ def blend(self:LabelTable,
 @patch
 def record(self:LabelTable):
     "Distributed training: from now on keep this process's writes, for `sync` to share (a no-op in a single process)"
-    if getattr(self, '_pending', None) is None and is_distributed(): self._pending, self._log_mark = [], len(self._log)
+    if self._pending is None and is_distributed(): self._pending, self._log_mark = [], len(self._log)
 
 @patch
 def sync(self:LabelTable)->int|None: # Label changes made by all the processes since `record`; None when not recording
     "Distributed training: every process applies every process's writes since `record`, in rank order, so all tables end up the same"
-    if getattr(self, '_pending', None) is None: return None
+    if self._pending is None: return None
     mine, self._pending = [(i.cpu(), r.cpu(), rec) for i, r, rec in self._pending], None  # to the host once, for the gather
     del self._log[self._log_mark:]  # this process's records come back in rank order, with the others'
     n = 0
@@ -426,7 +426,7 @@ class LabelCallback(Callback):
         self.batch_probs = None
         if not self.active or not self.training: return
         if self.table.device != self.item_index.idx.device: self.table.to(self.item_index.idx.device)
-        if self.writes_per_batch and self._distributed and getattr(self.table, '_pending', None) is None: self.table.record()  # this epoch's writes, to share at its end
+        if self._distributed and self.writes_per_batch and self.table._pending is None: self.table.record()  # this epoch's writes, to share at its end
         self._batch_rows = self.table.rows(self.item_index.idx)
         self.learn.yb = (self.table.batch(self.idx),)
         if self._mixing and self._wants_probs():

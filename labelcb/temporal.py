@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from fastai.torch_core import Module
 from fastcore.basics import patch, store_attr
-from .core import write_labels, check_choice, check_span, plot_history, gather_objects
+from .core import write_labels, check_choice, check_span, plot_history, gather_rows
 from .table import LabelCallback, LabelTable, UNLABELLED, label_names
 from .losses import SoftCrossEntropyLoss
 
@@ -169,10 +169,9 @@ class TemporalEnsemble(LabelCallback):
         if self.active:
             if self._distributed:  # every process's predictions of this epoch and its loss sums, on every process: one collective
                 rows = self._epoch_seen.nonzero().squeeze(1)
-                parts = gather_objects((rows.cpu(), self._epoch_probs[rows].cpu(), self._sums.cpu(), self._n))
-                rows, p = torch.cat([r for r, *_ in parts]).to(rows.device), torch.cat([q for _, q, *_ in parts]).to(self._epoch_probs)
+                rows, p, sums = gather_rows(rows, self._epoch_probs[rows], extra=(self._sums.cpu(), self._n))
                 self._epoch_probs[rows], self._epoch_seen[rows] = p, True  # in rank order: an item two processes saw gets the higher rank's
-                self._sums, self._n = sum(o[2] for o in parts).to(self._sums.device), sum(o[3] for o in parts)
+                self._sums, self._n = sum(s for s, _ in sums).to(self._sums.device), sum(n for _, n in sums)
             seen = self._epoch_seen
             self.ensemble[seen] = self.alpha*self.ensemble[seen] + (1 - self.alpha)*self._epoch_probs[seen]
             self.n_seen[seen] += 1
