@@ -48,16 +48,21 @@ from common import md_table
 warnings.filterwarnings('ignore', category=UserWarning, module='torch')
 ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).parent/'results'
-KEY = ['labels', 'method', 'seed', 'n_train', 'epochs', 'width']
-NOISY_METHODS = ['plain', 'plc_diff', 'plc_ratio', 'softlabel', 'refinery']
+KEY = ['labels', 'method', 'seed', 'n_train', 'epochs', 'width', 'precision']
+NOISY_METHODS = ['plain', 'plc_diff', 'plc_ratio', 'softlabel', 'refinery', 'elr', 'clean_drop', 'clean_weight', 'clean_relabel']
+OOF_METHODS = ('softlabel', 'clean_drop', 'clean_weight', 'clean_relabel')  # rows that share one OOF per seed and label set
 PARTIAL_METHODS = ['partial_plain', 'temporal', 'pimodel']
 ALL_METHODS = NOISY_METHODS + PARTIAL_METHODS + ['sela']
-DIAGNOSTIC_METHODS = ['plc_diff_w50', 'plc_ratio_w50']  # PLC with its correction phase starting half-way: a question, not a default
+DIAGNOSTIC_METHODS = ['plc_diff_w50', 'plc_ratio_w50', 'elr_paper', 'elr_lam1', 'elr_s50']  # PLC with its correction phase starting half-way: a question, not a default
 # what each row is compared with, as the md tables say it
 COMPARED = dict(plain='clean-label ceiling (plain on clean)', plc_diff='plain, same labels and seed', plc_ratio='plain, same labels and seed',
                 softlabel='plain, same labels and seed', refinery='plain (= its R1), same labels and seed',
                 partial_plain='plain on clean (all labels)', temporal='partial_plain, same seed', pimodel='partial_plain, same seed',
                 sela='k-means on pixels; random-weights network',
+                elr='plain, same labels and seed', clean_drop='plain, same labels and seed (time: + its OOF folds)',
+                clean_weight='plain, same labels and seed (time: + its OOF folds)', clean_relabel='plain, same labels and seed (time: + its OOF folds)',
+                elr_paper='plain, same labels and seed (diagnostic: ELR as the paper sets it)', elr_lam1='plain, same labels and seed (diagnostic: ELR λ=1)',
+                elr_s50='plain, same labels and seed (diagnostic: ELR from half-way)',
                 plc_diff_w50='plain, same labels and seed (diagnostic: warm-up 50%)', plc_ratio_w50='plain, same labels and seed (diagnostic: warm-up 50%)')
 
 
@@ -76,6 +81,8 @@ def parse(argv=None):
     p.add_argument('--bs', type=int, default=128)
     p.add_argument('--folds', type=int, default=4, help="SoftLabel's OOF folds")
     p.add_argument('--labelled-frac', type=float, default=0.08, help='partly labelled rows: fraction of training images labelled')
+    p.add_argument('--precision', default='bf16', choices=['bf16', 'fp32'], help='bf16: bfloat16 autocast and channels_last on the CPU '
+                   '(about 1.7x faster here, see cifar10n_precision.md); fp32: the first wave\'s recipe')
     p.add_argument('--workers', type=int, default=0, help="DataLoader workers (0: in the training process; 2 cores here)")
     p.add_argument('--out', default=str(OUT/'cifar10n.csv'))
     p.add_argument('--fresh', action='store_true', help='start the CSV over')
@@ -150,9 +157,58 @@ def cifar_resnet(c:int=10, width:int=16):
                          nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(8*w, c))
 
 
+class CPUBFloat16:
+    "bfloat16 autocast and channels_last on the CPU (fastai's MixedPrecision autocasts on 'cuda' only)"
+    def __new__(cls):
+        import torch
+        from fastai.callback.core import Callback
+        class _CPUBFloat16(Callback):
+            order = 10  # where fastai's MixedPrecision sits
+            def before_fit(self): self.learn.model.to(memory_format=torch.channels_last)
+            def before_batch(self):
+                self.learn.xb = tuple(x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x for x in self.xb)
+                self.ac = torch.autocast('cpu', dtype=torch.bfloat16); self.ac.__enter__()
+            def after_pred(self): self.learn.pred = self.pred.float()
+            def after_loss(self): self._exit()
+            def after_batch(self): self._exit()  # get_preds has no loss step
+            def _exit(self):
+                if getattr(self, 'ac', None) is not None: self.ac.__exit__(None, None, None); self.ac = None
+        return _CPUBFloat16()
+
+
+class CleanValidAccuracy:
+    """A fastai metric: accuracy of the held-out rows against their clean labels, per epoch, in the same validation pass
+    (the validation loader is not shuffled, so the i-th prediction is the i-th held-out row)"""
+    def __new__(cls, dls):
+        from fastai.metrics import Metric
+        ds = dls.valid_ds
+        items = getattr(ds, 'items', None)
+        if not isinstance(items, pd.DataFrame) or 'clean' not in items: return None
+        vocab = list(dls.vocab)
+        clean = torch_tensor([vocab.index(c) if c in vocab else -1 for c in items.clean])
+        class _CleanAcc(Metric):
+            def reset(self): self.n, self.right = 0, 0
+            def accumulate(self, learn):
+                if hasattr(learn, 'gather_preds') or learn.training: return
+                k = len(learn.pred)
+                self.right += int((learn.pred.argmax(-1).cpu() == clean[self.n:self.n + k]).sum()); self.n += k
+            @property
+            def value(self): return self.right/self.n if self.n == len(clean) else float('nan')  # a get_preds pass is not one
+            @property
+            def name(self): return 'clean_acc'
+        return _CleanAcc()
+
+
+def torch_tensor(x):
+    import torch
+    return torch.tensor(x)
+
+
 def make_learner(args, dls, cbs=()):
     from fastai.vision.all import Learner, accuracy, ProgressCallback
-    learn = Learner(dls, cifar_resnet(dls.c, args.width), metrics=accuracy, cbs=list(cbs))
+    cbs = list(cbs) + ([CPUBFloat16()] if getattr(args, 'precision', 'fp32') == 'bf16' else [])
+    metrics = [accuracy] + [m for m in [CleanValidAccuracy(dls)] if m is not None]
+    learn = Learner(dls, cifar_resnet(dls.c, args.width), metrics=metrics, cbs=cbs)
     learn.remove_cb(ProgressCallback)
     return learn
 
@@ -188,33 +244,72 @@ def correction_scores(table, truth):
 
 
 def plain_weights(args, labels, seed):
-    return ROOT/'benchmarks'/'out'/'cifar10n'/f'plain_{labels}_s{seed}_n{args.n_train}_e{args.epochs}_w{args.width}'
+    p = '' if args.precision == 'fp32' else f'_{args.precision}'
+    return ROOT/'benchmarks'/'out'/'cifar10n'/f'plain_{labels}_s{seed}_n{args.n_train}_e{args.epochs}_w{args.width}{p}'
+
+
+def valid_clean_accuracy(learn, pool):
+    """Accuracy on the held-out training-split rows against their clean labels: what settings are chosen on (never the
+    test images; CIFAR-10N gives the clean labels of its training split for this)"""
+    valid = pool[pool.is_valid]
+    preds, _ = learn.get_preds(dl=learn.dls.test_dl(valid, with_labels=False))
+    return float((np.array(list(learn.dls.vocab), dtype=object)[preds.argmax(1).numpy()] == valid.clean.values).mean())
+
+
+def oof_for(args, labels, seed, pool):
+    """The k-fold OOF of the training rows for one label set and seed (`cross_validate`, the row's recipe per fold), computed
+    once and shared by every row that uses it (SoftLabel, clean-then-retrain), cached under benchmarks/out"""
+    import pickle
+    from labelcb.all import cross_validate
+    f = plain_weights(args, labels, seed).with_name(plain_weights(args, labels, seed).name.replace('plain_', f'oof{args.folds}_') + '.pkl')
+    if f.is_file(): return pickle.loads(f.read_bytes())
+    train = pool[~pool.is_valid].copy()
+    train['fold'] = np.random.default_rng(seed).permutation(np.arange(len(train)) % args.folds)
+    def fold_dls(d, k): return make_dls(args, d.assign(is_valid=d.fold == k), labels)
+    res = cross_validate(train, fold_dls, lambda dls: make_learner(args, dls), fit=lambda l: l.fit_one_cycle(args.epochs, args.lr),
+                         seed=seed, progress=False)
+    f.parent.mkdir(parents=True, exist_ok=True); f.write_bytes(pickle.dumps(res))
+    return res
 
 
 # ---------------------------------------------------------------- rows
 def run_noisy(args, method, labels, seed, pool, test):
     from fastai.vision.all import set_seed
-    from labelcb.all import PLC, SoftLabel, RefineryLoop, cross_validate, label_audit
+    from labelcb.all import PLC, SoftLabel, RefineryLoop, label_audit
+    try: from labelcb.all import ELR
+    except ImportError: ELR = None
     row = {}
-    if method == 'softlabel':  # k-fold OOF on the training rows, same recipe per fold
-        train = pool[~pool.is_valid].copy()
-        rng = np.random.default_rng(seed)
-        train['fold'] = rng.permutation(np.arange(len(train)) % args.folds)
-        def fold_dls(d, k): return make_dls(args, d.assign(is_valid=d.fold == k), labels)
-        res = cross_validate(train, fold_dls, lambda dls: make_learner(args, dls), fit=lambda l: l.fit_one_cycle(args.epochs, args.lr),
-                             seed=seed, progress=False)
+    frame = pool
+    if method in OOF_METHODS:  # k-fold OOF on the training rows, same recipe per fold, shared by these rows
+        train = pool[~pool.is_valid]
+        res = oof_for(args, labels, seed, pool)
         row.update(prep_seconds=res.seconds, oof_acc_given=res.oof_accuracy,
                    oof_acc_clean=float((np.array(res.vocab, dtype=object)[res.probs.values.argmax(1)] == train.loc[res.probs.index, 'clean'].values).mean()))
         row.update(audit_rows(res, train))
         oof = res
+        if method.startswith('clean_'):  # the second stage: a copy of the frame, flagged items dropped / down-weighted / relabelled
+            from labelcb.all import clean_labels
+            mode = method.split('_', 1)[1]
+            frame = clean_labels(pool, res, labels, mode=mode, audit=label_audit(res))
+            kept = frame[~frame.is_valid]
+            row.update(n_train_kept=len(kept), labels_right_after=float((kept[labels] == kept.clean).mean()),
+                       labels_right_before=float((train[labels] == train.clean).mean()))
     set_seed(seed)
-    dls = make_dls(args, pool, labels)
+    dls = make_dls(args, frame, labels)
     if method == 'plain': cbs = []
     elif method == 'plc_diff': cbs = [PLC('diff')]
     elif method == 'plc_ratio': cbs = [PLC('ratio')]
     elif method == 'plc_diff_w50': cbs = [PLC('diff', warmup=0.5)]
     elif method == 'plc_ratio_w50': cbs = [PLC('ratio', warmup=0.5)]
     elif method == 'softlabel': cbs = [SoftLabel(oof)]
+    elif method in ('clean_drop', 'clean_relabel'): cbs = []
+    elif method == 'clean_weight':
+        from labelcb.all import ItemWeights
+        cbs = [ItemWeights(frame['weight'])]
+    elif method == 'elr': cbs = [ELR()]
+    elif method == 'elr_paper': cbs = [ELR(lam=3., start=0)]
+    elif method == 'elr_lam1': cbs = [ELR(lam=1.)]
+    elif method == 'elr_s50': cbs = [ELR(start=0.5)]
     elif method == 'refinery':
         w = plain_weights(args, labels, seed)
         r1 = make_learner(args, dls)
@@ -228,8 +323,13 @@ def run_noisy(args, method, labels, seed, pool, test):
         cbs = [RefineryLoop(r1)]
     learn = make_learner(args, dls, cbs)
     secs = fit(args, learn)
-    row['valid_curve'] = ' '.join(f'{v[-1]:.3f}' for v in learn.recorder.values)  # before get_preds rewrites the recorder
-    row.update(test_acc=test_accuracy(learn, test), seconds=secs)
+    row['valid_curve'] = ' '.join(f'{v[2]:.3f}' for v in learn.recorder.values)  # before get_preds rewrites the recorder
+    row['valid_clean_curve'] = ' '.join(f'{v[3]:.3f}' for v in learn.recorder.values if len(v) > 3)
+    row.update(test_acc=test_accuracy(learn, test), seconds=secs, valid_clean_acc=valid_clean_accuracy(learn, pool))
+    if method.startswith('elr'):  # per epoch: λ/penalty/targets naming the given label; at the end, targets naming the clean label
+        row['per_epoch'] = ' '.join(f'{h["epoch"]}:{h["lam"]:.1f}/{h["reg"]:.2f}/{h["agree"]:.2f}' for h in cbs[0].history)
+        t = cbs[0].table
+        row['elr_target_right'] = float((np.array(t.vocab, dtype=object)[t.state['elr'].argmax(1).cpu().numpy()] == truth_of(pool, t)).mean())
     row.update(memorisation(learn, pool, labels))
     if method == 'plain':
         w = plain_weights(args, labels, seed); w.parent.mkdir(parents=True, exist_ok=True)
@@ -393,7 +493,10 @@ def timing(args, cmd):
 
 # ---------------------------------------------------------------- bookkeeping
 def done_rows(path:Path)->pd.DataFrame:
-    return pd.read_csv(path) if path.is_file() and path.stat().st_size else pd.DataFrame(columns=KEY)
+    if not (path.is_file() and path.stat().st_size): return pd.DataFrame(columns=KEY)
+    df = pd.read_csv(path)
+    df['precision'] = df['precision'].fillna('fp32') if 'precision' in df else 'fp32'  # the first wave's rows: float32
+    return df
 
 
 def append_row(path:Path, row:dict):
@@ -429,7 +532,7 @@ def main(argv=None):
     import torch
     pool, test = load_frames(args)
     for labels, method, seed in plan(args):
-        key = dict(labels=labels, method=method, seed=seed, n_train=args.n_train, epochs=args.epochs, width=args.width)
+        key = dict(labels=labels, method=method, seed=seed, n_train=args.n_train, epochs=args.epochs, width=args.width, precision=args.precision)
         done = done_rows(path)
         if len(done) and (done[KEY].astype(str) == pd.Series({k: str(v) for k, v in key.items()})).all(axis=1).any():
             print(f'skip (done): {key}', flush=True); continue
@@ -459,8 +562,8 @@ def report(path:Path, cmd:str):
              '`--report-only` rewrites this file from the CSV. Last writer: `' + cmd + '`.  ',
              f'Machine: {df.machine.iloc[-1]} (each row\'s machine and torch threads are in the CSV). Rows finished: {len(df)}; '
              'see the CSV for every figure.\n']
-    for (n, e, w), g in df.groupby(['n_train', 'epochs', 'width']):
-        lines.append(f'## {n} training images, {e} epochs, cifar_resnet(width={w})\n')
+    for (n, e, w, prec), g in df.groupby(['n_train', 'epochs', 'width', 'precision']):
+        lines.append(f'## {n} training images, {e} epochs, cifar_resnet(width={w}), {prec}\n')
         ceiling = g[(g.labels == 'clean') & (g.method == 'plain')]
         if len(ceiling): lines.append(f'Clean-label ceiling (plain fastai on `clean`): {_mean_sd(ceiling.test_acc)} clean-test accuracy.\n')
         noisy = g[g.method.isin(NOISY_METHODS + DIAGNOSTIC_METHODS) & (g.labels != 'clean')]

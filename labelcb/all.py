@@ -17,6 +17,7 @@ from .temporal import *
 from .sinkhorn import *
 from .selflabel import *
 from .refinery import *
+from .elr import *
 from .multilabel import *
 from .tta import *
 from .resize import *

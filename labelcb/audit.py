@@ -7,12 +7,17 @@ from __future__ import annotations
 from pathlib import Path
 import numpy as np
 import pandas as pd
+from copy import copy as shallow_copy
+import torch
+from torch import Tensor
+from fastai.torch_core import Module
 from .core import check_probs, check_choice
 from .crossval import KFoldResult, image_oof
-from .table import label_names
+from .table import label_names, LabelCallback
 
 # %% auto #0
-__all__ = ['confident_joint', 'label_audit', 'show_label_issues', 'audit_images', 'audit_scores']
+__all__ = ['confident_joint', 'label_audit', 'show_label_issues', 'audit_images', 'audit_scores', 'clean_labels',
+           'WeightedItemLoss', 'ItemWeights']
 
 # %% ../nbs/audit.ipynb #1472ff7d
 def _round_rows(m:np.ndarray)->np.ndarray:
@@ -193,10 +198,15 @@ def audit_images(
     n_show:int=20, # Suspects in the PNG
     truth:pd.Series|None=None, # True labels, if known: adds precision and recall of the flags to the summary
     method:str='prune_by_noise_rate', # Rule of `label_audit`
+    clean:str|None=None, # Also write cleaned.csv beside the report: a copy of `df` made by `clean_labels` in this mode ('drop', 'weight', 'relabel'; single-label)
     verbose:bool=True, # Print a summary
     **kwargs, # Passed to `image_oof` (n_folds, epochs, size, arch, seed...)
 )->pd.DataFrame:
-    "k-fold OOF probabilities for a frame of images, then `label_audit`; writes the ranked CSV and a grid of suspects"
+    "k-fold OOF probabilities for a frame of images, then `label_audit`; writes the ranked CSV, the OOF probabilities and a grid of suspects"
+    if clean is not None:
+        check_choice('clean', clean, ('drop', 'weight', 'relabel'))
+        if out is None: raise ValueError('clean= writes cleaned.csv into `out`: give a folder')
+        if not isinstance(label_col, str) or label_delim: raise ValueError('clean= is single-label (one label column)')
     root = Path(path)/folder if folder else Path(path)
     work = df.assign(_labelcb_file=df[fn_col].astype(str) + suffix)  # a copy: the user's frame keeps its ids
     missing = [f for f in work._labelcb_file if not (root/f).is_file()]
@@ -211,6 +221,8 @@ def audit_images(
     if out is not None:
         out = Path(out); out.mkdir(parents=True, exist_ok=True)
         audit.to_csv(out/'label_audit.csv')
+        res.probs.to_csv(out/'oof_probs.csv')  # for a second stage (SoftLabel, clean_labels) without running the folds again
+        if clean is not None: clean_labels(df, res, label_col, clean, audit=audit).to_csv(out/'cleaned.csv', index=False)
         if summary['flagged']:
             fig = show_label_issues(audit, root/work._labelcb_file, n=n_show, truth=truth)
             fig.savefig(out/'label_issues.png', dpi=100)
@@ -218,7 +230,8 @@ def audit_images(
     if verbose:
         print(', '.join(f'{k} {v:.3f}' if isinstance(v, float) else f'{k} {v}' for k, v in summary.items()))
         print(audit.head(10).to_string())
-        if out is not None: print(f'wrote {out/"label_audit.csv"}' + (f' and {out/"label_issues.png"}' if summary['flagged'] else ''))
+        if out is not None: print(f'wrote {out/"label_audit.csv"}, {out/"oof_probs.csv"}' + (f', {out/"cleaned.csv"} ({clean})' if clean else '') +
+                                  (f' and {out/"label_issues.png"}' if summary['flagged'] else ''))
     audit.attrs['summary'] = summary
     return audit
 
@@ -232,3 +245,92 @@ def audit_scores(
     flag = audit.is_label_issue.to_numpy()
     return dict(errors=int(wrong.sum()), precision=float(wrong[flag].mean()) if flag.any() else float('nan'),
                 recall=float(flag[wrong].mean()) if wrong.any() else float('nan'))
+
+# %% ../nbs/audit.ipynb #6e33adc0
+def clean_labels(
+    df:pd.DataFrame, # The user's frame: the rows `cross_validate` saw (indexed as there) and any others (copied as they are)
+    oof, # The `KFoldResult` of `cross_validate`/`image_oof`
+    label_col:str, # The column of given labels (single-label)
+    mode:str='drop', # 'drop' the flagged rows, 'weight' them by their label quality, or 'relabel' the confident ones
+    audit:pd.DataFrame|None=None, # `label_audit(oof)` if you have it (computed here otherwise)
+    min_confidence:float=0.5, # 'relabel': OOF probability of the predicted class a flagged row needs to be relabelled
+    unsure:str='drop', # 'relabel': what happens to a flagged row below `min_confidence`: 'drop' or 'keep' (as it is)
+    weight_col:str='weight', # 'weight': the column of weights
+)->pd.DataFrame: # A copy: fewer rows ('drop', 'relabel'), a weight column ('weight'), or relabelled rows ('relabel')
+    "A cleaned copy of `df` for a second-stage fit: flagged training rows dropped, down-weighted or relabelled"
+    check_choice('mode', mode, ('drop', 'weight', 'relabel'))
+    check_choice('unsure', unsure, ('drop', 'keep'))
+    if not isinstance(oof, KFoldResult): raise TypeError(f'oof is the KFoldResult of cross_validate or image_oof, not {type(oof).__name__}')
+    if oof.multi_label: raise NotImplementedError('clean_labels is single-label; for multi-label data, drop the rows audit.is_label_issue flags yourself')
+    if label_col not in df: raise KeyError(f'no column {label_col!r} in the frame')
+    if not 0 <= min_confidence <= 1: raise ValueError(f'min_confidence is a probability in [0, 1], not {min_confidence!r}')
+    if df.index.has_duplicates: raise ValueError("the frame's index has duplicates: the audit's items are found by index label; reset_index() first")
+    audit = label_audit(oof) if audit is None else audit
+    missing = oof.probs.index.difference(df.index)
+    if len(missing): raise KeyError(f'{len(missing)} items of the OOF are not rows of the frame, e.g. {list(missing[:3])}: pass the frame cross_validate was given')
+    given = df.loc[audit.index, label_col].astype(str).to_numpy()
+    if (given != audit.given.astype(str).to_numpy()).any(): raise ValueError(
+        f'the frame\'s {label_col!r} is not the label the OOF was made on for {(given != audit.given.astype(str).to_numpy()).sum()} rows: '
+        'clean with the label column cross_validate trained on')
+    flagged = audit.index[audit.is_label_issue.to_numpy()]
+    out = df.copy()
+    if mode == 'weight':
+        out[weight_col] = 1.
+        out.loc[flagged, weight_col] = audit.loc[flagged, 'self_confidence'].to_numpy()
+        return out
+    if mode == 'drop': return out.drop(index=flagged)
+    conf = oof.probs.loc[flagged].max(axis=1)
+    sure = flagged[(conf >= min_confidence).to_numpy()]
+    new = audit.loc[sure, 'predicted']
+    # the class as the frame holds it (an int column stays int)
+    by_name = {str(v): v for v in out[label_col].dropna().unique()}
+    out.loc[sure, label_col] = [by_name.get(str(v), v) for v in new]
+    return out if unsure == 'keep' else out.drop(index=flagged.difference(sure))
+
+# %% ../nbs/audit.ipynb #55260e92
+class WeightedItemLoss(Module):
+    "The soft-target loss per item times each item's weight, reduced as `base` reduces (mean: the weighted mean)"
+    y_int = False
+    def __init__(self,
+        base, # The soft-target loss (`soft_loss_for` of the learner's loss)
+    ):
+        self.base, self.reduction = base, getattr(base, 'reduction', 'mean')
+        self.per_item = shallow_copy(base); self.per_item.reduction = 'none'  # a copy: the user's loss object is never changed
+        self.batch_weights = None
+    def forward(self, pred:Tensor, y:Tensor)->Tensor:
+        if self.batch_weights is None: return self.base(pred, y)  # validation
+        l, w = self.per_item(pred, y), self.batch_weights.to(pred.device)
+        if l.ndim > 1: l = l.mean(tuple(range(1, l.ndim)))
+        return (l*w).sum()/w.sum().clamp(min=1e-12) if self.reduction == 'mean' else (l*w).sum() if self.reduction == 'sum' else l*w
+    def activation(self, x:Tensor)->Tensor: return self.base.activation(x)
+    def decodes(self, x:Tensor)->Tensor: return self.base.decodes(x)
+
+class ItemWeights(LabelCallback):
+    "Weigh each training item's loss by its weight (e.g. `clean_labels(..., mode='weight')`), found by item"
+    _stateattrs = ('table', '_w')
+    def __init__(self,
+        weights:pd.Series, # One non-negative weight per training item, indexed as the frame the DataLoaders were made from
+        table=None, # A label table to start from (shared with other label callbacks, or loaded)
+    ):
+        super().__init__(table)
+        if not isinstance(weights, pd.Series): raise TypeError(f'weights is a Series indexed like your frame, not {type(weights).__name__}')
+        w = pd.to_numeric(weights, errors='coerce')
+        if w.isna().any() or not np.isfinite(w.to_numpy()).all() or (w < 0).any(): raise ValueError('weights must be finite numbers ≥ 0')
+        if weights.index.has_duplicates: raise ValueError('the weights have duplicate index labels: one weight per item')
+        self.weights, self._w = w.astype(float), None
+    def _init_state(self): self.table,self._w = None,None
+
+    def before_train(self):
+        "Weights in the table's item order; the loss that weighs them"
+        super().before_train()
+        if not self.active: return
+        missing = self.table.ids.difference(self.weights.index)
+        if len(missing): raise KeyError(f'no weight for {len(missing)} of the {len(self.table)} training items, e.g. {list(missing[:3])}')
+        self._w = torch.tensor(self.weights.loc[self.table.ids].to_numpy(), dtype=torch.float32, device=self.table.device)
+        self.swap_loss(WeightedItemLoss(self.learn.loss_func))
+    def before_batch(self):
+        "The batch's weights, for the loss"
+        super().before_batch()
+        if self.active and self.training:
+            if self._w.device != self.idx.device: self._w = self._w.to(self.idx.device)
+            self.learn.loss_func.batch_weights = self._w[self.idx]

@@ -39,9 +39,12 @@ def _parser()->argparse.ArgumentParser:
     a.add_argument('--pretrained', action='store_true', help='start from pretrained weights (downloaded by fastai/timm; default: trained from scratch)')
     a.add_argument('--bs', type=int, default=64, help='batch size (default 64)')
     a.add_argument('--noise-rate', type=float, default=0.2, help='digits only: fraction of labels to flip at random before the audit (default 0.2)')
-    a.add_argument('--method', default='prune_by_noise_rate', choices=['prune_by_noise_rate', 'confident_joint'])
-    a.add_argument('--seed', type=int, default=0)
-    a.add_argument('--out', default='labelcb_audit', help='folder for label_audit.csv and label_issues.png (default labelcb_audit)')
+    a.add_argument('--method', default='prune_by_noise_rate', choices=['prune_by_noise_rate', 'confident_joint'],
+                   help="confident learning's rule: prune_by_noise_rate (cleanlab's default) or confident_joint (every off-diagonal item)")
+    a.add_argument('--clean', choices=['drop', 'weight', 'relabel'], help='also write cleaned.csv for a second-stage fit: the flagged rows '
+                   'dropped, a weight column (their label quality), or the confidently flagged rows relabelled (single-label)')
+    a.add_argument('--seed', type=int, default=0, help='seed of the folds and the models (default 0)')
+    a.add_argument('--out', default='labelcb_audit', help='folder for label_audit.csv, oof_probs.csv, label_issues.png and cleaned.csv (default labelcb_audit)')
     return p
 
 # %% ../nbs/cli.ipynb #3af4b82b
@@ -52,7 +55,8 @@ def _audit(args):
     if args.epochs < 1: raise SystemExit('--epochs must be at least 1')
     if args.bs < 1: raise SystemExit('--bs must be at least 1')
     if args.size is not None and args.size < 1: raise SystemExit('--size must be at least 1 pixel')
-    common = dict(n_folds=args.folds, epochs=args.epochs, bs=args.bs, seed=args.seed, method=args.method, out=args.out)
+    if args.clean and (',' in args.label_col or args.label_delim): raise SystemExit('--clean is single-label: one --label-col, no --label-delim')
+    common = dict(n_folds=args.folds, epochs=args.epochs, bs=args.bs, seed=args.seed, method=args.method, out=args.out, clean=args.clean)
     def model_args(default:str)->dict:  # image_oof's arch/pretrained, or model= for the small digits network
         arch = args.arch or default
         if arch != 'digits_cnn': return dict(arch=arch, pretrained=args.pretrained)

@@ -96,6 +96,7 @@ class LabelTable:
             self.targets = self.targets[first]
         self.original = self._hard(self.targets).cpu()
         self._log, self._pending = [], None  # _pending: this process's writes since `record` (distributed training)
+        self.state = {}  # per-item state of label callbacks (name -> (items, ...) tensor), saved and loaded with the table
 
     @classmethod
     def from_dls(cls, dls)->LabelTable:
@@ -132,6 +133,7 @@ class LabelTable:
     def device(self): return self.targets.device
     def to(self, device)->LabelTable:
         self.targets,self.item_of = self.targets.to(device),self.item_of.to(device)
+        self.state = {k: v.to(device) for k, v in self.state.items()}
         return self
 
     def rows(self, positions:Tensor)->Tensor:
@@ -297,10 +299,10 @@ def _plain(v):
 
 @patch
 def state_dict(self:LabelTable)->dict:
-    "Targets, original labels, class names, change log, and the fingerprint of the items they belong to"
+    "Targets, original labels, class names, change log, callbacks' per-item state, and the fingerprint of the items they belong to"
     log = [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in rec.items()} for rec in self._log]
     return dict(targets=self.targets.cpu(), original=self.original, vocab=[_plain(v) for v in self.vocab],
-                multi_label=self.multi_label, ids=_fingerprint(self.ids), log=log)
+                multi_label=self.multi_label, ids=_fingerprint(self.ids), log=log, state={k: v.cpu() for k, v in self.state.items()})
 
 def _class_order(saved:list, here:list)->list:
     "For each class of `here`, its column in `saved` (matched by name); refuse different class sets"
@@ -323,6 +325,8 @@ def load_state_dict(self:LabelTable, sd:dict)->LabelTable:
         if self.multi_label: return lab[:, order]
         return torch.where(lab == UNLABELLED, lab, new_of_old[lab.clamp(min=0)])
     self.targets = sd['targets'][:, order].to(self.device)
+    # a callback's per-item state: one column per class is reordered like the targets
+    self.state = {k: (v[:, order] if v.ndim == 2 and v.shape[1] == len(order) else v).to(self.device) for k, v in sd.get('state', {}).items()}
     self.original = recode(sd['original'])
     self._log = [dict(rec, old=recode(rec['old']), new=recode(rec['new'])) for rec in sd['log']]
     return self

@@ -59,7 +59,7 @@ class _Spy:
 
 def _jobs(rank, out):
     from fastai.vision.all import load_learner
-    from labelcb.all import PLC, SoftLabel, TemporalEnsemble, SelfLabelSinkhorn, RefineryLoop, PartialCategoryBlock, hide_labels, predict_items
+    from labelcb.all import ELR, PLC, SoftLabel, TemporalEnsemble, SelfLabelSinkhorn, RefineryLoop, PartialCategoryBlock, hide_labels, predict_items
     from labelcb.test_utils import small_digits
     import labelcb.selflabel as selflabel
     res = {}
@@ -134,6 +134,16 @@ def _jobs(rank, out):
     with learn.distrib_ctx():
         with learn.no_bar(), learn.no_logging(): learn.fit(1, 0.05)
     res['softlabel'] = dict(targets=cb.table.targets.clone())
+
+    # ELR: each rank updates the running targets of its items; at each epoch's end every rank holds every item's.
+    # At learning rate 0 the model does not move, so after E epochs each target is (1 - β^E) × the item's own prediction
+    spy = _Spy()
+    cb = ELR(beta=0.7)
+    learn = _learner([cb, spy.cb])
+    with learn.distrib_ctx():
+        with learn.no_bar(), learn.no_logging(): learn.fit(EPOCHS, 0.)
+    alone = predict_items(learn.model, learn.dls, 'eval', augment=False, shard=False).softmax(1)
+    res['elr'] = dict(targets=cb.targets.clone(), alone=alone, history=pd.DataFrame(cb.history), seen=spy.seen)
     torch.save(res, out/f'rank{rank}.pt')
 
 
@@ -245,3 +255,12 @@ def test_user_objects_restored_and_export_from_rank0(ranks):
     (r0, r1), _ = ranks
     for r in (r0, r1): assert all(r['plc']['restored'].values()), r['plc']['restored']
     assert r0['plc']['exported'] == 'CrossEntropyLossFlat'
+
+
+def test_elr_targets_identical_and_each_item_once(ranks):
+    (r0, r1), _ = ranks
+    assert _same(r0['elr']['targets'], r1['elr']['targets'])
+    for e in range(EPOCHS): assert sorted(r0['elr']['seen'][e] + r1['elr']['seen'][e]) == list(range(N_TRAIN))
+    p = r0['elr']['alone'].clamp(1e-4, 1 - 1e-4)
+    torch.testing.assert_close(r0['elr']['targets'], (1 - 0.7**EPOCHS)*p/p.sum(1, keepdim=True), atol=1e-5, rtol=1e-4)
+    pd.testing.assert_frame_equal(r0['elr']['history'], r1['elr']['history'])
