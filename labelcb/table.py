@@ -459,22 +459,32 @@ def _table_file(model_file)->Path: return Path(model_file).with_suffix('.labels.
 @patch
 @delegates(_fastai_save)
 def save(self:Learner, file, **kwargs):
-    "fastai's `Learner.save`; a learner with a label table saves it beside the model, as `<file>.labels.pth`"
+    "fastai's `Learner.save`; the learner's label table is saved beside the model as `<file>.labels.pth`, and a stale one of a learner without a table is removed"
+    if isinstance(file, (str, Path)) and str(file).endswith('.labels'): raise ValueError(
+        f"a model saved as {file!r} would take the place of the label table of the checkpoint {str(file)[:-7]!r}: choose a name not ending in '.labels'")
     path = _fastai_save(self, file, **kwargs)
     t = learner_table(self)
-    if t is not None and rank_distrib() == 0: t.save(_table_file(path))
+    if not isinstance(path, (str, Path)):  # a file object, as fastai allows: the table has nowhere to go beside it
+        if t is not None: warnings.warn('the label table is not saved with a file object; save it yourself: learner_table(learn).save(f)')
+        return path
+    if rank_distrib() == 0:
+        if t is not None: t.save(_table_file(path))
+        else: _table_file(path).unlink(missing_ok=True)  # this checkpoint has no labels of its own: an older file must not come back with it
     return path
 
 @patch
 @delegates(_fastai_load)
 def load(self:Learner, file, device=None, **kwargs):
-    "fastai's `Learner.load`; a learner with label callbacks also loads the label table saved beside the model, if there is one"
-    res = _fastai_load(self, file, device=device, **kwargs)
-    tf = _table_file(join_path_file(file, self.path/self.model_dir, ext='.pth'))
+    "fastai's `Learner.load`; a learner with label callbacks also loads the label table saved beside the model, checked before any weight is replaced"
     cbs = [cb for cb in self.cbs if isinstance(cb, LabelCallback)]
-    if cbs and tf.exists():
-        t = learner_table(self) or LabelTable.from_dls(self.dls)
-        t.load(tf)  # refuses a table of other items
+    tf = _table_file(join_path_file(file, self.path/self.model_dir, ext='.pth')) if isinstance(file, (str, Path)) else None
+    t = None
+    if cbs and tf is not None and tf.exists():
+        if not len(getattr(self.dls, 'train_ds', ())):  # an exported learner (load_learner): nothing to train on, nothing to load into
+            warnings.warn(f'{tf.name} was not loaded: this learner has no training set (load_learner); the weights are loaded alone')
+        else: t = LabelTable.from_dls(self.dls).load(tf)  # refuses a table of other items, before the weights change
+    res = _fastai_load(self, file, device=device, **kwargs)
+    if t is not None:
         for cb in cbs: cb.table = t
     return res
 

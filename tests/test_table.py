@@ -101,3 +101,63 @@ def test_table_input_errors():
     with pytest.raises(ValueError, match='rows'): t.update([0, 1], torch.rand(2, 5), why='x')
     df = pd.DataFrame({'label': [0, 1]}, index=[10, 11])
     with pytest.raises(KeyError, match='not in the frame'): t.apply_to(df, 'label')
+
+
+def _corrected_learner(tmp_path, df=None):
+    "A learner whose label table has some labels changed, saving under tmp_path"
+    from labelcb.test_utils import tiny_learner
+    cb = LabelCallback()
+    learn = tiny_learner(df, cbs=[cb])
+    learn.path = tmp_path
+    learn.fit(1, 0)
+    cb.table.update(range(10), torch.zeros(10), why='test')
+    return learn, cb
+
+
+def test_checkpoint_labels_belong_to_their_checkpoint(tmp_path):
+    "A checkpoint saved by a learner without a table leaves no older table behind to come back with it (issue 28, 2)"
+    from labelcb.test_utils import tiny_learner
+    learn, cb = _corrected_learner(tmp_path)
+    learn.save('m')
+    assert (tmp_path/'models'/'m.labels.pth').exists()
+    plain = tiny_learner()
+    plain.path = tmp_path
+    plain.save('m')  # the same name, no label callback: the old labels must go
+    assert not (tmp_path/'models'/'m.labels.pth').exists()
+    again = tiny_learner(cbs=[LabelCallback()]); again.path = tmp_path
+    again.load('m')
+    assert again.label.table is None  # nothing resurrected: the next fit starts from the data's labels
+
+
+def test_checkpoint_names_and_file_objects(tmp_path):
+    import io
+    learn, cb = _corrected_learner(tmp_path)
+    learn.save('ckpt')
+    with pytest.raises(ValueError, match="not ending in '.labels'"): learn.save('ckpt.labels')
+    assert torch.equal(LabelTable.from_dls(learn.dls).load(tmp_path/'models'/'ckpt.labels.pth').labels, cb.table.labels)  # ckpt's table untouched
+    buf = io.BytesIO()
+    with pytest.warns(UserWarning, match='not saved with a file object'): learn.save(buf)  # fastai accepts file objects
+    buf.seek(0)
+    learn.load(buf, with_opt=False)
+
+
+def test_load_refuses_other_items_before_replacing_weights(tmp_path):
+    from labelcb.test_utils import tiny_learner
+    learn, cb = _corrected_learner(tmp_path)
+    learn.save('m')
+    other = tiny_learner(small_digits(start=300), cbs=[LabelCallback()], seed=1)
+    other.path = tmp_path
+    before = [p.detach().clone() for p in other.model.parameters()]
+    with pytest.raises(ValueError, match='other items'): other.load('m')
+    assert all(torch.equal(a, b) for a, b in zip(before, other.model.parameters()))  # refused before anything was replaced
+
+
+def test_exported_learner_loads_weights_and_says_the_labels_stay_behind(tmp_path):
+    from fastai.vision.all import load_learner
+    learn, cb = _corrected_learner(tmp_path)
+    learn.save('m')
+    learn.export(tmp_path/'e.pkl')
+    inf = load_learner(tmp_path/'e.pkl')
+    inf.path = tmp_path
+    with pytest.warns(UserWarning, match='no training set'): inf.load('m', with_opt=False)
+    assert all(torch.equal(a, b) for a, b in zip(inf.model.parameters(), learn.model.parameters()))
