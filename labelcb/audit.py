@@ -4,6 +4,7 @@
 
 # %% ../nbs/audit.ipynb #58e68041
 from __future__ import annotations
+import warnings
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -256,6 +257,7 @@ def clean_labels(
     min_confidence:float=0.5, # 'relabel': OOF probability of the predicted class a flagged row needs to be relabelled
     unsure:str='drop', # 'relabel': what happens to a flagged row below `min_confidence`: 'drop' or 'keep' (as it is)
     weight_col:str='weight', # 'weight': the column of weights
+    max_flagged:float=0.5, # Above this share of flagged items the OOF models disagree with most labels: too weak to judge them, so warn and change nothing
 )->pd.DataFrame: # A copy: fewer rows ('drop', 'relabel'), a weight column ('weight'), or relabelled rows ('relabel')
     "A cleaned copy of `df` for a second-stage fit: flagged training rows dropped, down-weighted or relabelled"
     check_choice('mode', mode, ('drop', 'weight', 'relabel'))
@@ -274,6 +276,12 @@ def clean_labels(
         'clean with the label column cross_validate trained on')
     flagged = audit.index[audit.is_label_issue.to_numpy()]
     out = df.copy()
+    if len(flagged) > max_flagged*len(audit):
+        warnings.warn(f'the audit flags {len(flagged)} of {len(audit)} labels ({len(flagged)/len(audit):.0%}; OOF accuracy on the given labels '
+                      f'{oof.oof_accuracy:.2f}): models this weak cannot tell wrong labels from their own mistakes, so nothing was '
+                      f'changed. Train the fold models longer or larger, or pass max_flagged= to apply it anyway')
+        if mode == 'weight': out[weight_col] = 1.
+        return out
     if mode == 'weight':
         out[weight_col] = 1.
         out.loc[flagged, weight_col] = audit.loc[flagged, 'self_confidence'].to_numpy()
