@@ -549,6 +549,40 @@ def main(argv=None):
         report(path, cmd)
 
 
+HEADLINE_METHODS = dict(plain='plain fastai', elr='`ELR()`', clean_drop="clean, then retrain ('drop')",
+                        clean_weight="clean, then retrain ('weight')", clean_relabel="clean, then retrain ('relabel')",
+                        softlabel='`SoftLabel` (k-fold OOF)', refinery='`RefineryLoop` R2', plc_diff="`PLC('diff')`", plc_ratio="`PLC('ratio')`",
+                        elr_paper='`ELR(start=0)` (λ = 3 from the first epoch, as the paper)', elr_s50='`ELR(start=0.5)`')
+
+
+def headline(df:pd.DataFrame, n_train=10000, epochs=15, width=16, precision='bf16')->str:
+    """The README's headline table from the CSV: per label set and method, clean-test accuracy (mean ± sd over seeds), the gain
+    over plain fastai paired by seed (mean ± sd), and the time over plain's fit counting fold fits and R1"""
+    g = df[(df.n_train == n_train) & (df.epochs == epochs) & (df.width == width) & (df.precision == precision)]
+    if not len(g): return ''
+    rows = []
+    for lab in ('worse', 'random1'):
+        base = g[(g.labels == lab) & (g.method == 'plain')].set_index('seed')
+        for m, name in HEADLINE_METHODS.items():
+            h = g[(g.labels == lab) & (g.method == m)].set_index('seed')
+            if not len(h): continue
+            acc = h.test_acc
+            cell = f'{acc.mean():.3f}' + (f' ± {acc.std():.3f}' if len(acc) > 1 else '')
+            gain = (acc - base.test_acc).dropna()
+            prep = h.prep_seconds.fillna(0) if 'prep_seconds' in h else 0
+            ratio = ((h.seconds + prep)/base.seconds).dropna()
+            rows.append(dict(labels=f'`{lab}`', method=name, seeds=len(acc), test_acc=cell,
+                             gain='' if m == 'plain' else (f'{gain.mean():+.3f}' + (f' ± {gain.std():.3f}' if len(gain) > 1 else '')
+                                                           + f' ({int((gain > 0).sum())}/{len(gain)} seeds up)' if len(gain) else 'no plain row'),
+                             time='' if m == 'plain' else (f'{ratio.mean():.1f}×' if len(ratio) else '')))
+    clean = g[(g.labels == 'clean') & (g.method == 'plain')].test_acc
+    t = pd.DataFrame(rows)
+    head = '| label set | method | seeds | clean-test accuracy | gain over plain (paired by seed) | time over plain |\n|---|---|---|---|---|---|\n'
+    body = ''.join(f'| {r.labels} | {r.method} | {r.seeds} | {r.test_acc} | {r.gain} | {r.time} |\n' for r in t.itertuples())
+    foot = f'| `clean` | plain fastai (the ceiling) | {len(clean)} | {clean.mean():.3f} |  |  |\n' if len(clean) else ''
+    return head + body + foot
+
+
 def _mean_sd(s): return f'{s.mean():.3f}' + (f' ± {s.std():.3f} (n={len(s)})' if len(s) > 1 else ' (n=1)')
 
 
@@ -619,6 +653,8 @@ def report(path:Path, cmd:str):
                       'against `clean`; probe: logistic regression on the features before the head, test accuracy; test_acc: '
                       "SeLa's test clusters matched to classes.\n", md_table(sela[['seed'] + cols].round(3)), '']
     (path.with_suffix('.md')).write_text('\n'.join(lines) + '\n')
+    hl = headline(df)
+    if hl: path.with_name(path.stem + '_headline.md').write_text(hl)
 
 
 if __name__ == '__main__': main()
