@@ -500,9 +500,12 @@ def done_rows(path:Path)->pd.DataFrame:
 
 
 def append_row(path:Path, row:dict):
-    df = done_rows(path)
-    df = pd.concat([df, pd.DataFrame([row])], ignore_index=True) if len(df) else pd.DataFrame([row])
-    tmp = path.with_suffix('.tmp'); df.to_csv(tmp, index=False); tmp.replace(path)  # a stop mid-write leaves the old file
+    import fcntl
+    with open(path.with_suffix('.lock'), 'w') as lock:  # two benchmark processes (one per core) append to one CSV
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        df = done_rows(path)
+        df = pd.concat([df, pd.DataFrame([row])], ignore_index=True) if len(df) else pd.DataFrame([row])
+        tmp = path.with_suffix('.tmp'); df.to_csv(tmp, index=False); tmp.replace(path)  # a stop mid-write leaves the old file
 
 
 def plan(args):

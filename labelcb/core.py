@@ -151,9 +151,16 @@ def write_labels(
     missing = pd.Index(items).difference(df.index)
     if len(missing): raise KeyError(f'{len(missing)} training items are not in the frame\'s index, e.g. {list(missing[:3])}: '
                                      'pass the frame the DataLoaders were made from')
+    rows = df.index.isin(new.index)  # every copy of an item (rows sharing its index label) gets the item's label
+    shared = df[rows & df.index.duplicated(keep=False)]
+    if len(shared):  # rows sharing an index label must be copies of one item (oversample's), else a label lands on the wrong row
+        differ = shared.drop(columns=[label_col]).astype(str).groupby(level=0, sort=False).nunique(dropna=False).max(axis=1) > 1
+        if differ.any(): raise ValueError(
+            f'{int(differ.sum())} index labels of the frame are shared by rows that are different items (e.g. {list(differ.index[differ.values][:3])}; '
+            'a training row and a validation row after pd.concat of two reset_index() frames?): labels are written back by index '
+            'label, so these rows cannot be told apart. Give every row its own index label before making the DataLoaders')
     res = df.copy()
     if new.dtype == object and res[label_col].dtype != object: res[label_col] = res[label_col].astype(object)  # e.g. ints among NaN
-    rows = res.index.isin(new.index)  # every copy of an item (rows sharing its index label) gets the item's label
     res.loc[rows, label_col] = new.reindex(res.index[rows]).to_numpy()
     return res
 

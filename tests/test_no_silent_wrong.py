@@ -358,3 +358,17 @@ def test_numpy_integers_are_ints():
     assert (s.k, s.heads, s.n_opts) == (4, 2, 3)
     sinkhorn_knopp(torch.randn(20, 4).softmax(1), lam=np.int64(10))
     SoftLabel(pd.DataFrame(np.full((2, 2), 0.5)), a=np.int64(1))
+
+
+def test_labels_go_back_only_where_they_came_from():
+    "Training and validation rows sharing index labels (pd.concat of two reset_index frames): write-back refuses, never rewrites validation rows (issue 28, 3)"
+    from labelcb.all import PLC
+    from labelcb.test_utils import small_digits, tiny_learner
+    df = small_digits()
+    both = pd.concat([df[df.split == 'train'].reset_index(drop=True), df[df.split == 'valid'].reset_index(drop=True)])
+    cb = PLC(warmup=1, theta=0.)
+    learn = tiny_learner(both, cbs=[cb])
+    learn.fit(2, 1e-2)
+    before = both.copy()
+    with pytest.raises(ValueError, match='cannot be told apart'): cb.corrected_labels(both, 'label')
+    pd.testing.assert_frame_equal(both, before)
