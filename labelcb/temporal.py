@@ -36,8 +36,9 @@ class ConsistencyLoss(Module):
         w:float, # Weight of the consistency term
         sup_norm:str='batch', # 'batch': cross-entropy summed over labelled items / batch size (official); 'labelled': / labelled items
         weight:Tensor|None=None, # Class weights of the cross-entropy
+        label_smoothing:float=0., # Label smoothing of the cross-entropy (an unlabelled item's zero row stays zero)
     ):
-        self.w,self.sup_norm,self.ce = w,sup_norm,SoftCrossEntropyLoss(weight=weight, reduction='none')
+        self.w,self.sup_norm,self.ce = w,sup_norm,SoftCrossEntropyLoss(weight=weight, reduction='none', label_smoothing=label_smoothing)
         self.sup_value = self.unsup_value = 0.
 
     def supervised(self, pred:Tensor, y:Tensor)->Tensor:
@@ -125,7 +126,11 @@ class TemporalEnsemble(LabelCallback):
         self._epoch_seen.zero_()
         self.unsup_weight = self.weight_at(self.epoch, self.n_epoch)
         soft = self.learn.loss_func  # the soft loss LabelCallback put in; the user's loss comes back after training
-        self.swap_loss(ConsistencyLoss(self.unsup_weight, self.sup_norm, weight=getattr(soft, 'weight', None)))
+        if getattr(soft, 'reduction', 'mean') != 'mean': raise ValueError(
+            f"{type(self).__name__}'s loss is a mean over the batch, as the paper's; reduction={soft.reduction!r} has no counterpart: "
+            "leave reduction at 'mean'")
+        self.swap_loss(ConsistencyLoss(self.unsup_weight, self.sup_norm, weight=getattr(soft, 'weight', None),
+                                       label_smoothing=getattr(soft, 'label_smoothing', 0.)))
         self._sums, self._n = torch.zeros(2, device=dev), 0  # sup and unsup loss summed over items, on the device: no sync per batch
 
     def _move_state(self, device):

@@ -372,3 +372,22 @@ def test_labels_go_back_only_where_they_came_from():
     before = both.copy()
     with pytest.raises(ValueError, match='cannot be told apart'): cb.corrected_labels(both, 'label')
     pd.testing.assert_frame_equal(both, before)
+
+
+def test_temporal_carries_label_smoothing_and_refuses_sum():
+    "TemporalEnsemble and PiModel carry the user's label smoothing and refuse reduction='sum' by name (issue 28, 4)"
+    from labelcb.all import TemporalEnsemble, PartialCategoryBlock, hide_labels
+    df = small_digits()
+    df = hide_labels(df, n_per_class=5, rows=df.split == 'train')
+    for cls in (TemporalEnsemble, PiModel):
+        seen = []
+        class Grab(Callback):
+            order = 60
+            def after_loss(self):
+                if self.training: seen.append(self.learn.loss_func.ce.label_smoothing)
+        learn = tiny_learner(df, cbs=[cls(), Grab()], dls_kwargs=dict(y_block=PartialCategoryBlock),
+                             loss_func=CrossEntropyLossFlat(label_smoothing=0.1))
+        learn.fit(1, 1e-3)
+        assert seen and all(s == 0.1 for s in seen), (cls, seen[:3])
+        learn = tiny_learner(df, cbs=[cls()], dls_kwargs=dict(y_block=PartialCategoryBlock), loss_func=CrossEntropyLossFlat(reduction='sum'))
+        with pytest.raises(ValueError, match="reduction='sum' has no counterpart"): learn.fit(1, 1e-3)
