@@ -63,6 +63,7 @@ class ELRLoss(Module):
 class ELR(LabelCallback):
     "Early-learning regularisation: the loss keeps each item's prediction near a running average of its past predictions (Liu et al. 2020)"
     _stateattrs = ('table', '_seen')
+    figures, figure_prefix = ('lam', 'agree'), 'elr'  # per epoch, in fastai's progress table and loggers
     def __init__(self,
         beta:float=0.7, # Momentum β of each item's running target (official CIFAR value)
         lam:float=3., # Weight λ of the regulariser (official CIFAR-10 value)

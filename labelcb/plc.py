@@ -21,6 +21,7 @@ __all__ = ['PLC', 'ProgressiveLabelCorrection']
 class ProgressiveLabelCorrection(LabelCallback):
     "Correct likely-wrong training labels during training (Progressive Label Correction, Zhang et al. 2021)"
     _stateattrs = ('table', '_window', '_seen')
+    figures, figure_prefix = ('corrections', 'threshold'), 'plc'  # per epoch, in fastai's progress table and loggers
     def __init__(self,
         rule:str='diff', # 'diff': p_pred - p_label > θ, per batch (paper, seed 002); 'ratio': f̄[y]/max f̄ < δ, per epoch (official code)
         warmup:float|int=0.2, # No correction in this fraction of each fit's iterations (float), or in the first this many training epochs, counted across fits such as fine_tune's two (int)

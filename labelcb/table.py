@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from fastai.callback.core import Callback
 from fastai.callback.mixup import MixHandler
+from fastai.learner import ValueMetric
+from functools import partial
 from fastcore.basics import patch
 from fastcore.meta import delegates
 from fastcore.xtras import join_path_file
@@ -347,6 +349,8 @@ class LabelCallback(Callback):
     _stateattrs = ('table',)
     accepts_unlabelled = False  # True for methods made for partly labelled data (TemporalEnsemble)
     writes_per_batch = False  # True for a method that changes the table during training batches (PLC): distributed training shares those writes at each epoch's end
+    figures = ()  # keys of the callback's `history` rows shown each epoch as columns of fastai's progress table and loggers (CSVLogger...)
+    figure_prefix = ''  # their columns are named `<figure_prefix>_<key>`
     def __init__(self,
         table:LabelTable|None=None, # A table to start from (e.g. one loaded to resume); default: made from `dls.train_ds`
     ):
@@ -378,8 +382,23 @@ class LabelCallback(Callback):
         self._table_given = False
         return self._shared_table(ds) or LabelTable.from_dls(self.dls)
 
+    def _figure(self, key):
+        "This epoch's `key` of the history, for the progress table (None in an epoch the callback did not train)"
+        h = getattr(self, 'history', None)
+        return h[-1].get(key) if h and len(h) > self._rows_before_epoch else None
+    def _show_figures(self, show:bool):
+        "Add (or remove) one fastai `ValueMetric` per figure: the recorder reads them after each validation"
+        mine = lambda m: getattr(m, '_labelcb_owner', None) is self
+        self.learn.metrics = [m for m in self.learn.metrics if not mine(m)]  # the user's own metrics stay as they are
+        if not show: return
+        mets = [ValueMetric(partial(self._figure, k), f'{self.figure_prefix}_{k}') for k in self.figures]
+        for m in mets: m._labelcb_owner = self
+        self.learn.metrics = list(self.learn.metrics) + mets
+
     def before_fit(self):
         ensure_item_index(self.learn)
+        self._rows_before_epoch = len(getattr(self, 'history', []))
+        if self.figures: self._show_figures(not hasattr(self.learn, 'lr_finder'))
         self.restore_loss()  # a fit stopped in an odd place may have left the soft loss in place
         if '_do_epoch' not in self.learn.__dict__: self.learn._do_epoch = self._epoch_restoring_loss
 
@@ -394,6 +413,7 @@ class LabelCallback(Callback):
 
     def before_train(self):
         self.active = not hasattr(self.learn, 'lr_finder')
+        self._rows_before_epoch = len(getattr(self, 'history', []))
         if not self.active: return
         self.table = self._table_for(self.dls.train_ds)
         n_missing = int((~self.table.labelled).sum())
@@ -444,6 +464,7 @@ class LabelCallback(Callback):
         self.restore_loss(); self._batch_rows = None
     def after_fit(self):
         self.restore_loss()
+        if self.figures: self._show_figures(False)
         self.learn.__dict__.pop('_do_epoch', None)
         self.active = False
 

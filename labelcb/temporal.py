@@ -66,6 +66,7 @@ class TemporalEnsemble(LabelCallback):
     run_valid,accepts_unlabelled = True,True  # validation: keep metrics to the labelled items
     stored_targets = True  # the consistency target is the stored ensemble (the Π-model makes its own)
     _stateattrs = ('table', 'ensemble', 'n_seen', '_epoch_probs', '_epoch_seen')
+    figures, figure_prefix = ('w', 'unsup_loss'), 'te'  # per epoch, in fastai's progress table and loggers
     def __init__(self,
         alpha:float=0.6, # Ensemble momentum α
         w_max:float=30., # Maximum weight of the consistency term (before the M/N scaling)

@@ -118,3 +118,19 @@ def test_show_corrections_titles_are_original_to_current_labels():
         old, new = t.split(' → ')
         assert old != new and '.' not in t and t in pairs
     p.plot()
+
+
+def test_per_epoch_figures_in_fastais_progress_table(tmp_path):
+    "PLC's corrections and threshold, ELR's λ and agreement, TemporalEnsemble's w reach the recorder and CSVLogger; the user's metrics are left as they were (issue 29)"
+    from fastai.vision.all import CSVLogger, accuracy
+    from labelcb.all import PLC, ELR
+    from labelcb.test_utils import tiny_learner
+    for cb, cols in ((PLC(warmup=1), ['plc_corrections', 'plc_threshold']), (ELR(), ['elr_lam', 'elr_agree'])):
+        learn = tiny_learner(cbs=[cb, CSVLogger(fname=str(tmp_path/'h.csv'))], metrics=accuracy)
+        mets = list(learn.metrics)
+        learn.fit(3, 1e-2)
+        log = pd.read_csv(tmp_path/'h.csv')
+        assert list(log.columns[4:6]) == cols, log.columns
+        h = pd.DataFrame(cb.history)
+        assert np.allclose(log[cols[0]].astype(float), h[cols[0].split('_', 1)[1]].astype(float), equal_nan=True)
+        assert list(learn.metrics) == mets  # the figures were added for the fit only
