@@ -16,12 +16,16 @@ def _parser()->argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='labelcb', description='fastai callbacks for imperfect labels')
     p.add_argument('--version', action='version', version=f'labelcb {labelcb.__version__}')
     sub = p.add_subparsers(dest='command', required=True)
-    d = sub.add_parser('demo', help='plain fastai vs labelcb methods on the bundled digits: with injected label noise, and with 10 labels per class')
-    d.add_argument('--noise-kind', default='symmetric', choices=['symmetric', 'pair', 'instance'])
+    d = sub.add_parser('demo', help='plain fastai vs labelcb methods on the bundled digits: with injected label noise, and with 10 labels per class',
+                       description='Trains plain fastai and labelcb methods on the bundled digits (8x8 images) with part of the training '
+                       'labels corrupted, and prints clean-test accuracy and time per method; writes demo.csv and demo.png. '
+                       'The digits are easy: on real photographs with human label noise the gains differ (see the README\'s CIFAR-10N table).')
+    d.add_argument('--noise-kind', default='symmetric', choices=['symmetric', 'pair', 'instance'],
+                   help='symmetric: a wrong label is any other class; pair: each class to one other; instance: to the class the image looks most like (default symmetric)')
     d.add_argument('--noise-rate', type=float, default=0.4, help='fraction of training labels corrupted (default 0.4)')
     d.add_argument('--epochs', type=int, default=20, help='epochs per method (default 20)')
-    d.add_argument('--seed', type=int, default=0)
-    d.add_argument('--methods', nargs='+', help='method names (default: all)')
+    d.add_argument('--seed', type=int, default=0, help='seed of the noise, the weights and the shuffling (default 0)')
+    d.add_argument('--methods', nargs='+', help="method names, quoted, e.g. 'plain' 'PLC (diff)' (default: all); a wrong name lists them")
     d.add_argument('--out', default='labelcb_demo', help='folder for demo.csv and demo.png (default labelcb_demo)')
     a = sub.add_parser('audit', help='find likely label errors in a CSV of images (default: the bundled digits with injected noise)',
                        description='k-fold out-of-fold predictions, then confident learning: writes a ranked CSV and a PNG of the suspects')
@@ -44,6 +48,7 @@ def _parser()->argparse.ArgumentParser:
     a.add_argument('--clean', choices=['drop', 'weight', 'relabel'], help='also write cleaned.csv for a second-stage fit: the flagged rows '
                    'dropped, a weight column (their label quality), or the confidently flagged rows relabelled (single-label)')
     a.add_argument('--seed', type=int, default=0, help='seed of the folds and the models (default 0)')
+    a.add_argument('--n-show', type=int, default=20, help='suspects drawn in label_issues.png (default 20)')
     a.add_argument('--out', default='labelcb_audit', help='folder for label_audit.csv, oof_probs.csv, label_issues.png and cleaned.csv (default labelcb_audit)')
     return p
 
@@ -56,7 +61,9 @@ def _audit(args):
     if args.bs < 1: raise SystemExit('--bs must be at least 1')
     if args.size is not None and args.size < 1: raise SystemExit('--size must be at least 1 pixel')
     if args.clean and (',' in args.label_col or args.label_delim): raise SystemExit('--clean is single-label: one --label-col, no --label-delim')
-    common = dict(n_folds=args.folds, epochs=args.epochs, bs=args.bs, seed=args.seed, method=args.method, out=args.out, clean=args.clean)
+    if args.n_show < 0: raise SystemExit('--n-show is a number of images, at least 0')
+    common = dict(n_folds=args.folds, epochs=args.epochs, bs=args.bs, seed=args.seed, method=args.method, out=args.out, clean=args.clean,
+                  n_show=args.n_show)
     def model_args(default:str)->dict:  # image_oof's arch/pretrained, or model= for the small digits network
         arch = args.arch or default
         if arch != 'digits_cnn': return dict(arch=arch, pretrained=args.pretrained)
