@@ -15,8 +15,8 @@ from fastcore.basics import noop
 
 # %% auto #0
 __all__ = ['labels_of', 'check_probs', 'check_choice', 'check_span', 'fit_quietly', 'validate_with_preds', 'learner_autocast',
-           'item_ids', 'dataset_targets', 'write_labels', 'plot_history', 'rank_and_world', 'is_distributed',
-           'gather_objects', 'broadcast_object', 'gather_rows']
+           'item_ids', 'item_keys', 'dataset_targets', 'write_labels', 'plot_history', 'rank_and_world',
+           'is_distributed', 'gather_objects', 'broadcast_object', 'gather_rows']
 
 # %% ../nbs/core.ipynb #a026eb28
 def labels_of(
@@ -129,6 +129,19 @@ def item_ids(
     if items is not None and len(items) == n and not isinstance(items[0], (Tensor, np.ndarray, tuple)):
         return pd.Index([str(o) for o in items], name='item')
     return pd.RangeIndex(n, name='item')
+
+def item_keys(
+    ds, # A dataset, usually `dls.train_ds`
+)->list|None: # One string per item, or None when nothing but the position says who an item is
+    "What each item is, beyond the key the user sees: for rows of a DataFrame, the values its input is read from (the file names of `ColReader`, or the whole row); for paths, the path"
+    items = getattr(ds, 'items', None)
+    if isinstance(items, pd.DataFrame):
+        fs = getattr(getattr(getattr(ds, 'tls', [None])[0], 'tfms', None), 'fs', [])
+        cols = list(getattr(fs[0], 'cols', [])) if len(fs) and type(fs[0]).__name__ == 'ColReader' else []
+        cols = [c for c in cols if c in items] or list(items.columns)  # no ColReader: the whole row stands for the item
+        return items[cols].astype(str).agg('\x1f'.join, axis=1).tolist() if len(cols) else None
+    ids = item_ids(ds)
+    return None if isinstance(ids, pd.RangeIndex) else list(ids)
 
 def dataset_targets(ds)->list:
     "The target of every item of `ds`; for fastai `Datasets` from the label pipeline alone, without loading images"

@@ -20,7 +20,7 @@ from fastcore.meta import delegates
 from fastcore.xtras import join_path_file
 from fastai.learner import Learner
 from fastai.torch_core import rank_distrib
-from .core import dataset_targets, item_ids, write_labels, gather_objects, is_distributed
+from .core import dataset_targets, item_ids, item_keys, write_labels, gather_objects, is_distributed
 from .items import ItemIndex, ensure_item_index
 from .losses import soft_loss_for, SoftBCEWithLogitsLoss
 
@@ -66,6 +66,7 @@ class LabelTable:
         vocab=None, # Class names, in class-index order
         ids=None, # Who each labelled position is (a pandas Index, or a list): DataFrame index labels, paths...; positions sharing an id are copies of one item
         multi_label:bool|None=None, # Multi-label targets; default: 2-D labels whose rows are not probability rows
+        keys=None, # What each position is beyond its id (`item_keys`: file names...): a table is only for the items it was made for
     ):
         labels = _as_labels(labels)
         if labels.ndim not in (1, 2): raise ValueError(f'labels must be (N,) class indices or (N, C) rows, got shape {tuple(labels.shape)}')
@@ -86,6 +87,8 @@ class LabelTable:
         ids = pd.Index(ids) if ids is not None else pd.RangeIndex(n, name='item')
         if len(ids) != n: raise ValueError(f'{len(ids)} ids for {n} items')
         self._positions = _fingerprint(ids)  # of every position: what `describes` compares a training set with
+        if keys is not None and len(keys) != n: raise ValueError(f'{len(keys)} keys for {n} items')
+        self._content = None if keys is None else _fingerprint(keys)  # what the items are: two frames may share an index
         # one row per item: positions sharing an id (oversampled copies) share their targets, corrections and state
         codes, self.ids = pd.factorize(ids)
         self.ids.name = ids.name
@@ -109,15 +112,20 @@ class LabelTable:
         if isinstance(getattr(ds, 'items', None), pd.DataFrame): _check_copies(ds.items)
         labels = _as_labels([torch.as_tensor(y) for y in ys])
         vocab = getattr(dls, 'vocab', None)
-        return cls(labels, vocab=vocab, ids=item_ids(ds, len(ys)), multi_label=labels.ndim == 2)
+        return cls(labels, vocab=vocab, ids=item_ids(ds, len(ys)), multi_label=labels.ndim == 2, keys=item_keys(ds))
 
-    def describes(self, ds)->bool:
-        "Whether this table was made for the items of `ds`, position by position (ids; labels too where the ids are positions)"
-        if len(ds) != len(self.item_of) or _fingerprint(item_ids(ds)) != self._positions: return False
-        if not isinstance(self.ids, pd.RangeIndex): return True
-        # positions say nothing of who an item is: its given label must also be the dataset's
+    def why_not_for(self, ds)->str|None:
+        "None if this table was made for the items of `ds` with their given labels, position by position; else what differs"
+        if len(ds) != len(self.item_of) or _fingerprint(item_ids(ds)) != self._positions: return 'other items (ids)'
+        keys = item_keys(ds)
+        if self._content is not None and (keys is None or _fingerprint(keys) != self._content): return 'other items under the same ids (other files)'
+        # an id says who an item is, not what its label is: the given labels must also be the dataset's
         given = LabelTable(_as_labels([torch.as_tensor(y) for y in dataset_targets(ds)]), vocab=self.vocab, multi_label=self.multi_label)
-        return torch.equal(given.original, self.original)
+        if given.c != self.c or not torch.equal(given.original, self.original): return 'the same items with other given labels'
+        return None
+    def describes(self, ds)->bool:
+        "Whether this table was made for the items of `ds` and their given labels, position by position"
+        return self.why_not_for(ds) is None
 
     def per_item(self, x:Tensor)->Tensor:
         "Rows of `x` for every training position (dataset order) averaged over each item's copies: (items, ...)"
@@ -304,7 +312,8 @@ def state_dict(self:LabelTable)->dict:
     "Targets, original labels, class names, change log, callbacks' per-item state, and the fingerprint of the items they belong to"
     log = [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in rec.items()} for rec in self._log]
     return dict(targets=self.targets.cpu(), original=self.original, vocab=[_plain(v) for v in self.vocab],
-                multi_label=self.multi_label, ids=_fingerprint(self.ids), log=log, state={k: v.cpu() for k, v in self.state.items()})
+                multi_label=self.multi_label, ids=_fingerprint(self.ids), content=self._content, log=log,
+                state={k: v.cpu() for k, v in self.state.items()})
 
 def _class_order(saved:list, here:list)->list:
     "For each class of `here`, its column in `saved` (matched by name); refuse different class sets"
@@ -326,6 +335,10 @@ def load_state_dict(self:LabelTable, sd:dict)->LabelTable:
     def recode(lab:Tensor)->Tensor:  # saved class codes -> this table's
         if self.multi_label: return lab[:, order]
         return torch.where(lab == UNLABELLED, lab, new_of_old[lab.clamp(min=0)])
+    if sd.get('content') and self._content and sd['content'] != self._content: raise ValueError(
+        'this saved table belongs to other items (the same ids, other files); it cannot be loaded here')
+    if not torch.equal(recode(sd['original']), self.original): raise ValueError(
+        'this saved table was made on other given labels than these DataLoaders\' (were labels fixed since?); it cannot be loaded here')
     self.targets = sd['targets'][:, order].to(self.device)
     # a callback's per-item state: one column per class is reordered like the targets
     self.state = {k: (v[:, order] if v.ndim == 2 and v.shape[1] == len(order) else v).to(self.device) for k, v in sd.get('state', {}).items()}
@@ -373,12 +386,15 @@ class LabelCallback(Callback):
     def _table_for(self, ds)->LabelTable:
         "The table to train on, checked against the training set every fit"
         t = self.table
-        if t is not None and t.describes(ds): return t
+        why = t.why_not_for(ds) if t is not None else None
+        if t is not None and why is None: return t
         if t is not None and self._table_given: raise ValueError(
-            f'the label table given to {type(self).__name__}(table=) belongs to other items than this training set '
+            f'the label table given to {type(self).__name__}(table=) belongs to {why} than this training set '
             f'({len(t.item_of)} positions; the training set has {len(ds)}): make it from these DataLoaders '
             '(LabelTable.from_dls(dls), then .load(file) to resume), or leave table= out')
-        if t is not None: self._new_items()  # reused on other items (a fold loop, new dls): start afresh
+        if t is not None:  # reused on other items (a fold loop, new dls) or on fixed labels: start afresh, and say so
+            warnings.warn(f'{type(self).__name__}: this training set has {why} than its label table: starting a new table from these labels')
+            self._new_items()
         self._table_given = False
         return self._shared_table(ds) or LabelTable.from_dls(self.dls)
 

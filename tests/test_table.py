@@ -161,3 +161,42 @@ def test_exported_learner_loads_weights_and_says_the_labels_stay_behind(tmp_path
     inf.path = tmp_path
     with pytest.warns(UserWarning, match='no training set'): inf.load('m', with_opt=False)
     assert all(torch.equal(a, b) for a, b in zip(inf.model.parameters(), learn.model.parameters()))
+
+
+def _reset(df):
+    "A frame indexed 0..n-1, as df.reset_index(drop=True) makes it"
+    return df.reset_index(drop=True)
+
+
+def test_an_item_is_what_it_is_not_its_index(tmp_path):
+    "Two frames with the same index but other images: a reused callback starts afresh, a saved table is refused (issue 28, 1)"
+    import warnings
+    from labelcb.test_utils import tiny_learner
+    a, b = _reset(small_digits()), _reset(small_digits(start=300))
+    cb = LabelCallback()
+    learn = tiny_learner(a, cbs=[cb]); learn.path = tmp_path
+    learn.fit(1, 0)
+    cb.table.update(range(50), torch.zeros(50), why='test')
+    learn.save('a')
+    first = cb.table
+    with pytest.warns(UserWarning, match='other items under the same ids'):
+        tiny_learner(b, cbs=[cb]).fit(1, 0)  # the same callback on b
+    assert cb.table is not first
+    given_b = [cb.table.vocab.index(v) for v in b[b.split == 'train'].label]
+    assert cb.table.labels.tolist() == given_b  # trains on b's own labels, none of a's corrections
+    other = tiny_learner(b, cbs=[LabelCallback()]); other.path = tmp_path
+    with pytest.raises(ValueError, match='other items'): other.load('a')
+
+
+def test_fixed_labels_start_a_new_table():
+    "The user fixes labels and replaces learn.dls (same index, same files): the old noisy table is not kept (issue 28, 1)"
+    from labelcb.test_utils import tiny_learner
+    from labelcb.all import digits_dls
+    df = small_digits(noisy_digits_df(0.4, seed=0))
+    cb = LabelCallback()
+    learn = tiny_learner(df, cbs=[cb])
+    learn.fit(1, 0)
+    fixed = df.assign(label=df.true_label)
+    learn.dls = digits_dls(fixed, size=16, bs=32)
+    with pytest.warns(UserWarning, match='other given labels'): learn.fit(1, 0)
+    assert cb.table.labels.tolist() == [cb.table.vocab.index(v) for v in fixed[fixed.split == 'train'].label]
