@@ -60,8 +60,10 @@ class SoftLabel(LabelCallback):
     def before_train(self):
         super().before_train()
         if not self.active or self._blended is self.table: return  # blend once: fine_tune's second fit, later epochs
+        if 'softlabel' in self.table.state: self._blended = self.table; return  # a table saved after its blend (learn.load): never twice
         if self.oof is None: raise ValueError('this SoftLabel came from an exported learner, which does not carry the OOF '
                                               'probabilities: add SoftLabel(oof) again to train')
         p = _aligned_probs(self.oof, self.table)
         self.table.blend(p, self.a, why='soft label')
+        self.table.state['softlabel'] = torch.tensor([self.a])  # the blend is part of the table: it travels with its checkpoints
         self._blended = self.table

@@ -156,3 +156,19 @@ def test_kfold_multilabel_with_groups_is_balanced_and_grouped():
     assert sizes.max() - sizes.min() <= 10  # whole groups of 5 items: within two groups of even
     per_tag = pd.DataFrame([[str(d) in s.split() for d in range(10)] for s in f.labels]).groupby(f.fold.values).sum()
     assert (per_tag.max() - per_tag.min()).max() <= 10, per_tag
+
+
+def test_resumed_softlabel_does_not_blend_twice(tmp_path):
+    "learn.save after a SoftLabel fit, then a new learner loads it: the targets are the saved ones, not blended a second time (issue 28, 2)"
+    from labelcb.test_utils import tiny_learner, small_digits
+    df = small_digits()
+    tr = df[df.split == 'train']
+    oof = pd.DataFrame(np.full((len(tr), 10), 0.1), index=tr.index, columns=list(range(10)))
+    learn = tiny_learner(df, cbs=[SoftLabel(oof, a=0.5)]); learn.path = tmp_path
+    learn.fit(1, 1e-3)
+    saved = learn.soft_label.table.targets.clone()
+    learn.save('s')
+    again = tiny_learner(df, cbs=[SoftLabel(oof, a=0.5)]); again.path = tmp_path
+    again.load('s')
+    again.fit(1, 1e-3)
+    assert torch.allclose(again.soft_label.table.targets, saved)
