@@ -38,3 +38,15 @@ def test_demo_runs_one_epoch(tmp_path):
     sela = res[res.method == 'SelfLabelSinkhorn'].iloc[0]  # no labels: a clustering, scored after matching clusters to classes
     assert sela.training_labels.startswith('none') and 0 <= sela.clean_test_accuracy <= 1
     assert (tmp_path/'demo.png').exists() and (tmp_path/'demo.csv').exists()
+
+
+def test_readme_headline_is_the_benchmarks_table():
+    "The CIFAR-10N table of the README and of nbs/index.ipynb is the one benchmarks/cifar10n.py wrote from its CSV (python3 dev.py readme copies it)"
+    import json
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    table = (root/'benchmarks'/'results'/'cifar10n_headline.md').read_text(encoding='utf-8').strip()
+    nb = json.loads((root/'nbs'/'index.ipynb').read_text(encoding='utf-8'))
+    md = '\n'.join(''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'markdown')
+    assert table in md, 'nbs/index.ipynb has another CIFAR-10N table than the benchmark wrote: run python3 dev.py readme'
+    assert table in (root/'README.md').read_text(encoding='utf-8')
