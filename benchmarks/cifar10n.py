@@ -556,16 +556,17 @@ def main(argv=None):
 HEADLINE_METHODS = dict(plain='plain fastai', elr='`ELR()`', clean_drop="clean, then retrain ('drop')",
                         clean_weight="clean, then retrain ('weight')", clean_relabel="clean, then retrain ('relabel')",
                         softlabel='`SoftLabel` (k-fold OOF)', refinery='`RefineryLoop` R2', plc_diff="`PLC('diff')`", plc_ratio="`PLC('ratio')`",
-                        elr_paper='`ELR(start=0)` (λ = 3 from the first epoch, as the paper)', elr_s50='`ELR(start=0.5)`')
+                        elr_paper='`ELR()` (the default: the paper\'s λ = 3 from the first epoch)', elr_s50='`ELR(start=0.5)`')
 
 
-def headline(df:pd.DataFrame, n_train=10000, epochs=15, width=16, precision='bf16')->str:
+def headline(df:pd.DataFrame, n_train=10000, width=16, precision='bf16')->str:
     """The README's headline table from the CSV: per label set and method, clean-test accuracy (mean ± sd over seeds), the gain
     over plain fastai paired by seed (mean ± sd), and the time over plain's fit counting fold fits and R1"""
-    g = df[(df.n_train == n_train) & (df.epochs == epochs) & (df.width == width) & (df.precision == precision)]
-    if not len(g): return ''
+    every = df[(df.n_train == n_train) & (df.width == width) & (df.precision == precision)]
+    if not len(every): return ''
     rows = []
-    for lab in ('worse', 'random1'):
+    for (lab, epochs) in [(lab, e) for e in sorted(every.epochs.unique()) for lab in ('worse', 'random1')]:
+        g = every[every.epochs == epochs]
         base = g[(g.labels == lab) & (g.method == 'plain')].set_index('seed')
         for m, name in HEADLINE_METHODS.items():
             h = g[(g.labels == lab) & (g.method == m)].set_index('seed')
@@ -575,15 +576,15 @@ def headline(df:pd.DataFrame, n_train=10000, epochs=15, width=16, precision='bf1
             gain = (acc - base.test_acc).dropna()
             prep = h.prep_seconds.fillna(0) if 'prep_seconds' in h else 0
             ratio = ((h.seconds + prep)/base.seconds).dropna()
-            rows.append(dict(labels=f'`{lab}`', method=name, seeds=len(acc), test_acc=cell,
+            rows.append(dict(labels=f'`{lab}`', budget=f'{epochs} epochs', method=name, seeds=len(acc), test_acc=cell,
                              gain='' if m == 'plain' else (f'{gain.mean():+.3f}' + (f' ± {gain.std():.3f}' if len(gain) > 1 else '')
                                                            + f' ({int((gain > 0).sum())}/{len(gain)} seeds up)' if len(gain) else 'no plain row'),
                              time='' if m == 'plain' else (f'{ratio.mean():.1f}×' if len(ratio) else '')))
-    clean = g[(g.labels == 'clean') & (g.method == 'plain')].test_acc
+    clean = every[(every.labels == 'clean') & (every.method == 'plain') & (every.epochs == 15)].test_acc
     t = pd.DataFrame(rows)
-    head = '| label set | method | seeds | clean-test accuracy | gain over plain (paired by seed) | time over plain |\n|---|---|---|---|---|---|\n'
-    body = ''.join(f'| {r.labels} | {r.method} | {r.seeds} | {r.test_acc} | {r.gain} | {r.time} |\n' for r in t.itertuples())
-    foot = f'| `clean` | plain fastai (the ceiling) | {len(clean)} | {clean.mean():.3f} |  |  |\n' if len(clean) else ''
+    head = '| label set | budget | method | seeds | clean-test accuracy | gain over plain (paired by seed) | time over plain |\n|---|---|---|---|---|---|---|\n'
+    body = ''.join(f'| {r.labels} | {r.budget} | {r.method} | {r.seeds} | {r.test_acc} | {r.gain} | {r.time} |\n' for r in t.itertuples())
+    foot = f'| `clean` | 15 epochs | plain fastai (the ceiling) | {len(clean)} | {clean.mean():.3f} |  |  |\n' if len(clean) else ''
     return head + body + foot
 
 
