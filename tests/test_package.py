@@ -30,9 +30,10 @@ def test_command_line_version():
 
 def test_demo_runs_one_epoch(tmp_path):
     from labelcb.demo import run_demo
-    res = run_demo(noise_kind='pair', noise_rate=0.2, epochs=1, out=tmp_path, verbose=False)
-    from labelcb.demo import DEMO_METHODS
-    assert list(res.method) == list(DEMO_METHODS) and 'SoftLabel' in list(res.method)
+    res = run_demo(noise_kind='pair', noise_rate=0.2, epochs=1, methods='all', out=tmp_path, verbose=False)
+    from labelcb.demo import DEMO_METHODS, DEMO_QUICK
+    assert list(res.method) == list(DEMO_METHODS) and 'SoftLabel' in list(res.method) and 'ELR' in list(res.method)
+    assert set(DEMO_QUICK) <= set(DEMO_METHODS)
     assert res.setup_seconds[res.method == 'SoftLabel'].iloc[0] > 0  # its 5 fold models, timed apart from the fit
     assert res.setup_seconds[res.method == 'RefineryLoop (R2)'].iloc[0] > 0  # its R1
     sela = res[res.method == 'SelfLabelSinkhorn'].iloc[0]  # no labels: a clustering, scored after matching clusters to classes
