@@ -11,7 +11,7 @@ from torch import Tensor
 from fastai.callback.schedule import SchedLin
 from fastcore.basics import patch, store_attr
 import warnings
-from .core import check_choice, check_span, plot_history, gather_rows, gather_objects
+from .core import check_choice, check_span, plot_history, gather_rows
 from .table import LabelCallback, LabelTable
 
 # %% auto #0
@@ -33,7 +33,6 @@ class ProgressiveLabelCorrection(LabelCallback):
         dry:float=0.001, # 'ratio': fraction of labels below which corrections count as dried up
         window:int=5, # 'ratio': epochs of softmax outputs averaged
         min_tag_count:int=20, # Multi-label: tags with fewer positives than this are never flipped
-        min_margin:float=0.1, # Hold corrections (and warn) while the model agrees with fewer of the given labels than the most common class's share plus this: too weak to judge them
         table:LabelTable|None=None, # A label table to start from (e.g. one loaded to resume)
     ):
         super().__init__(table)
@@ -51,12 +50,10 @@ class ProgressiveLabelCorrection(LabelCallback):
         if min_tag_count < 0: raise ValueError(f'min_tag_count is a number of positives, ≥ 0, not {min_tag_count!r}')
         if window < 1: raise ValueError('window must be at least 1 epoch')
         window, min_tag_count = int(window), int(min_tag_count)
-        if not 0 <= min_margin <= 1: raise ValueError(f'min_margin is a share of the labels in [0, 1], not {min_margin!r}')
-        store_attr('rule,warmup,delta,delta_step,delta_max,dry,window,min_tag_count,min_margin')
+        store_attr('rule,warmup,delta,delta_step,delta_max,dry,window,min_tag_count')
         self._delta0 = delta
-        self.history = []  # per training epoch: epoch, threshold, corrections, agree (training predictions that match the given label)
+        self.history = []  # per training epoch: epoch, threshold, corrections
         self._window = self._seen = None
-        self._holding = False
 
     @property
     def writes_per_batch(self)->bool: return self.rule == 'diff'  # 'diff' corrects batch by batch; 'ratio' once per epoch
@@ -64,7 +61,7 @@ class ProgressiveLabelCorrection(LabelCallback):
     def _new_items(self):
         "Other items: no table, window, history or raised δ of the old ones"
         self._init_state()
-        self.history, self.delta, self._holding = [], self._delta0, False
+        self.history, self.delta = [], self._delta0
         self.__dict__.pop('_tag_ok', None)
 
     # Events: LabelCallback does the shared work (table, soft loss, batch targets); PLC looks at predictions and writes corrections
@@ -84,22 +81,16 @@ class ProgressiveLabelCorrection(LabelCallback):
             self._slot = len(self.history) % self.window  # history has one row per training epoch so far
             self._seen[self._slot] = False  # this epoch overwrites the oldest slot
         self._n_fixed = 0
-        self._agree, self._n_seen = torch.zeros((), device=self.table.device, dtype=torch.long), 0
-        if self.epoch == 0: self._warned_weak = False
-        self._judge_model()
 
     def _warmup_in_fit(self)->float:
         "Where this fit's correction phase starts, as a fraction of its iterations: a warm-up in epochs counts every fit (fine_tune's two)"
         if not isinstance(self.warmup, int): return self.warmup
         return min(max(self.warmup - getattr(self, '_fit_start', 0), 0)/self.n_epoch, 1.)
 
-    def _past_warmup(self)->bool:
+    def _correcting(self)->bool:
+        "Past the warm-up"
         if isinstance(self.warmup, int): return len(self.history) >= self.warmup  # history: this callback's training epochs so far
         return self.pct_train >= self.warmup
-
-    def _correcting(self)->bool:
-        "Past the warm-up, with a model that can judge the labels"
-        return self._past_warmup() and not self._holding
 
     def _threshold(self)->float:
         "θ at this point of the correction phase"
@@ -116,29 +107,12 @@ class ProgressiveLabelCorrection(LabelCallback):
         super().after_fit()
 
     def _wants_probs(self)->bool:
-        "This batch's predictions are used: the 'ratio' window every epoch, 'diff' corrections after the warm-up, and the model's agreement with the labels whenever they come at no cost (with MixUp/CutMix they need a second forward: not during the warm-up)"
-        return self.rule == 'ratio' or self._past_warmup() or not getattr(self, '_mixing', False)
-
-    def _judge_model(self):
-        "Before an epoch that may correct: hold while the model agreed with too few given labels in the last epoch (once per fit, a warning)"
-        agree = self.history[-1].get('agree') if self.history else None
-        t = self.table
-        if agree is None or agree != agree or t.multi_label: self._holding = False; return  # nothing measured yet (or multi-label)
-        given = t.original[t.original >= 0]
-        majority = float(torch.bincount(given, minlength=t.c).max())/max(len(given), 1)
-        self._holding = agree < majority + self.min_margin
-        if self._holding and self._past_warmup() and not getattr(self, '_warned_weak', False):
-            warnings.warn(f'PLC holds its corrections: the model agrees with {agree:.0%} of the training labels, and the most common class '
-                          f'alone is {majority:.0%} of them; a model this weak cannot tell wrong labels from its own mistakes. It will '
-                          'correct once it agrees with more (train longer, or a larger model)')
-            self._warned_weak = True
+        "This batch's predictions are used: the 'ratio' window fills every epoch, the 'diff' rule only after the warm-up"
+        return self.rule == 'ratio' or self._correcting()
 
     def after_batch(self):
         if not self.active or self.batch_probs is None: return
         p, idx = self.batch_probs, self.idx
-        if not self.table.multi_label:  # the model's agreement with the given labels, summed on the device
-            self._agree += (p.argmax(1) == self.table.original.to(p.device)[idx]).sum()
-            self._n_seen += len(idx)
         if self.rule == 'ratio':
             self._window[self._slot, idx] = p
             self._seen[self._slot, idx] = True
@@ -194,11 +168,7 @@ class ProgressiveLabelCorrection(LabelCallback):
                 thr = self.delta
                 if self._correcting(): self._n_fixed += self._correct_ratio()  # the same rule on the same data: the same corrections everywhere
             else: thr = getattr(self, '_last_threshold', float('nan'))
-            agree, n = self._agree.item(), self._n_seen
-            if self._distributed:  # every process judges the model on all its items alike (a second small collective this epoch)
-                parts = gather_objects((agree, n)); agree, n = sum(a for a, _ in parts), sum(k for _, k in parts)
-            self.history.append(dict(epoch=len(self.history), threshold=thr, corrections=self._n_fixed,
-                                     agree=agree/n if n else float('nan')))
+            self.history.append(dict(epoch=len(self.history), threshold=thr, corrections=self._n_fixed))
         super().after_train()
 
 PLC = ProgressiveLabelCorrection
