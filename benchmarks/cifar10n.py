@@ -186,7 +186,8 @@ class CleanValidAccuracy:
         items = getattr(ds, 'items', None)
         if not isinstance(items, pd.DataFrame) or 'clean' not in items: return None
         vocab = list(dls.vocab)
-        clean = torch_tensor([vocab.index(c) if c in vocab else -1 for c in items.clean])
+        import torch
+        clean = torch.tensor([vocab.index(c) if c in vocab else -1 for c in items.clean])
         class _CleanAcc(Metric):
             def reset(self): self.n, self.right = 0, 0
             def accumulate(self, learn):
@@ -198,11 +199,6 @@ class CleanValidAccuracy:
             @property
             def name(self): return 'clean_acc'
         return _CleanAcc()
-
-
-def torch_tensor(x):
-    import torch
-    return torch.tensor(x)
 
 
 def make_learner(args, dls, cbs=()):

@@ -270,9 +270,9 @@ def clean_labels(
     audit = label_audit(oof) if audit is None else audit
     missing = oof.probs.index.difference(df.index)
     if len(missing): raise KeyError(f'{len(missing)} items of the OOF are not rows of the frame, e.g. {list(missing[:3])}: pass the frame cross_validate was given')
-    given = df.loc[audit.index, label_col].astype(str).to_numpy()
-    if (given != audit.given.astype(str).to_numpy()).any(): raise ValueError(
-        f'the frame\'s {label_col!r} is not the label the OOF was made on for {(given != audit.given.astype(str).to_numpy()).sum()} rows: '
+    differ = df.loc[audit.index, label_col].astype(str).to_numpy() != audit.given.astype(str).to_numpy()
+    if differ.any(): raise ValueError(
+        f'the frame\'s {label_col!r} is not the label the OOF was made on for {differ.sum()} rows: '
         'clean with the label column cross_validate trained on')
     flagged = audit.index[audit.is_label_issue.to_numpy()]
     out = df.copy()

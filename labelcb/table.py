@@ -413,7 +413,6 @@ class LabelCallback(Callback):
 
     def before_fit(self):
         ensure_item_index(self.learn)
-        self._rows_before_epoch = len(getattr(self, 'history', []))
         if self.figures: self._show_figures(not hasattr(self.learn, 'lr_finder'))
         self.restore_loss()  # a fit stopped in an odd place may have left the soft loss in place
         if '_do_epoch' not in self.learn.__dict__: self.learn._do_epoch = self._epoch_restoring_loss
