@@ -14,7 +14,7 @@ the clean labels of the test split (5,000 images), never seen in training.
 
 Rows (`--methods`; label sets with `--labels`):
   plain          plain fastai on the label set (on `clean`: the clean-label ceiling)
-  plc_diff       PLC('diff'); also: precision/recall of its corrections against `clean`, share of final labels right
+  plc_diff       PLC('diff') (the default; rows before wave 3, fp32, are today's PLC.paper('diff')); also: precision/recall of its corrections against `clean`, share of final labels right
   plc_ratio      PLC('ratio'); the same figures
   softlabel      --folds-fold OOF (`cross_validate`, same recipe per fold), label_audit vs cleanlab's find_label_issues on
                  the very same OOF probabilities (precision/recall of flags against the labels that differ from `clean`),
@@ -53,17 +53,17 @@ NOISY_METHODS = ['plain', 'plc_diff', 'plc_ratio', 'softlabel', 'refinery', 'elr
 OOF_METHODS = ('softlabel', 'clean_drop', 'clean_weight', 'clean_relabel')  # rows that share one OOF per seed and label set
 PARTIAL_METHODS = ['partial_plain', 'temporal', 'pimodel']
 ALL_METHODS = NOISY_METHODS + PARTIAL_METHODS + ['sela']
-DIAGNOSTIC_METHODS = ['plc_diff_w50', 'plc_ratio_w50', 'elr_paper', 'elr_lam1', 'elr_s50']  # PLC with its correction phase starting half-way: a question, not a default
+DIAGNOSTIC_METHODS = ['plc_diff_w50', 'plc_ratio_w50', 'elr_paper', 'elr_lam1', 'elr_s50', 'elr_model', 'plain_trace']  # plain_trace: plain, saving each epoch's training-pass softmax per item  # PLC with its correction phase starting half-way: a question, not a default
 # what each row is compared with, as the md tables say it
 COMPARED = dict(plain='clean-label ceiling (plain on clean)', plc_diff='plain, same labels and seed', plc_ratio='plain, same labels and seed',
                 softlabel='plain, same labels and seed', refinery='plain (= its R1), same labels and seed',
                 partial_plain='plain on clean (all labels)', temporal='partial_plain, same seed', pimodel='partial_plain, same seed',
-                sela='k-means on pixels; random-weights network',
+                sela='k-means on pixels; random-weights network', plain_trace='plain, same labels and seed',
                 elr='plain, same labels and seed', clean_drop='plain, same labels and seed (time: + its OOF folds)',
                 clean_weight='plain, same labels and seed (time: + its OOF folds)', clean_relabel='plain, same labels and seed (time: + its OOF folds)',
                 elr_paper='plain, same labels and seed (diagnostic: ELR as the paper sets it)', elr_lam1='plain, same labels and seed (diagnostic: ELR λ=1)',
                 elr_s50='plain, same labels and seed (diagnostic: ELR from half-way)',
-                plc_diff_w50='plain, same labels and seed (diagnostic: warm-up 50%)', plc_ratio_w50='plain, same labels and seed (diagnostic: warm-up 50%)')
+                plc_diff_w50='plain, same labels and seed (diagnostic: warm-up 50%)', elr_model='plain, same labels and seed', plc_ratio_w50='plain, same labels and seed (diagnostic: warm-up 50%)')
 
 
 def parse(argv=None):
@@ -201,6 +201,24 @@ class CleanValidAccuracy:
         return _CleanAcc()
 
 
+class TrainTrace:
+    "Each training epoch's softmax of every training item (from the training pass, as PLC sees it), in dataset order"
+    def __new__(cls):
+        import torch
+        from fastai.callback.core import Callback
+        from labelcb.all import ensure_item_index
+        class _TrainTrace(Callback):
+            order = 1
+            def after_create(self): ensure_item_index(self.learn)
+            def before_train(self):
+                if self.epoch == 0: self.probs = []  # get_preds runs before_fit too: start over only with a fit's first epoch
+                self.cur = torch.zeros(len(self.dls.train_ds), self.dls.c)
+            def after_pred(self):
+                if self.training: self.cur[self.learn.item_index.idx] = self.pred.detach().float().softmax(-1).cpu()
+            def after_train(self): self.probs.append(self.cur.numpy().astype(np.float16))
+        return _TrainTrace()
+
+
 def make_learner(args, dls, cbs=()):
     from fastai.vision.all import Learner, accuracy, ProgressCallback
     cbs = list(cbs) + ([CPUBFloat16()] if getattr(args, 'precision', 'fp32') == 'bf16' else [])
@@ -294,6 +312,7 @@ def run_noisy(args, method, labels, seed, pool, test):
     set_seed(seed)
     dls = make_dls(args, frame, labels)
     if method == 'plain': cbs = []
+    elif method == 'plain_trace': cbs = [TrainTrace()]
     elif method == 'plc_diff': cbs = [PLC('diff')]
     elif method == 'plc_ratio': cbs = [PLC('ratio')]
     elif method == 'plc_diff_w50': cbs = [PLC('diff', warmup=0.5)]
@@ -307,6 +326,7 @@ def run_noisy(args, method, labels, seed, pool, test):
     elif method == 'elr_paper': cbs = [ELR(lam=3., start=0)]
     elif method == 'elr_lam1': cbs = [ELR(lam=1.)]
     elif method == 'elr_s50': cbs = [ELR(start=0.5)]
+    elif method == 'elr_model': cbs = [ELR(start='model')]
     elif method == 'refinery':
         w = plain_weights(args, labels, seed)
         r1 = make_learner(args, dls)
@@ -323,16 +343,24 @@ def run_noisy(args, method, labels, seed, pool, test):
     row['valid_curve'] = ' '.join(f'{v[2]:.3f}' for v in learn.recorder.values)  # before get_preds rewrites the recorder
     row['valid_clean_curve'] = ' '.join(f'{v[3]:.3f}' for v in learn.recorder.values if len(v) > 3)
     row.update(test_acc=test_accuracy(learn, test), seconds=secs, valid_clean_acc=valid_clean_accuracy(learn, pool))
+    if method.startswith('elr') and cbs[0].ready is not None:
+        row['ready_log'] = ' '.join(f"{o['acc']:.3f}{'*' if o['ready'] else ''}" for o in cbs[0].ready.log)
     if method.startswith('elr'):  # per epoch: λ/penalty/targets naming the given label; at the end, targets naming the clean label
         row['per_epoch'] = ' '.join(f'{h["epoch"]}:{h["lam"]:.1f}/{h["reg"]:.2f}/{h["agree"]:.2f}' for h in cbs[0].history)
         t = cbs[0].table
         row['elr_target_right'] = float((np.array(t.vocab, dtype=object)[t.state['elr'].argmax(1).cpu().numpy()] == truth_of(pool, t)).mean())
     row.update(memorisation(learn, pool, labels))
+    if method == 'plain_trace':  # for judging correction rules offline, on the training labels only
+        t = plain_weights(args, labels, seed).with_name(plain_weights(args, labels, seed).name.replace('plain_', 'trace_') + '.npz')
+        np.savez_compressed(t, probs=np.stack(cbs[0].probs), valid_acc=np.array(row['valid_curve'].split(), dtype=float),
+                            items=dls.train_ds.items.index.values)
     if method == 'plain':
         w = plain_weights(args, labels, seed); w.parent.mkdir(parents=True, exist_ok=True)
         learn.save(w, with_opt=False)  # the refinery row's R1
     if method.startswith('plc'):
         plc = cbs[0]
+        if plc.ready is not None:  # what the start followed: each epoch's held-out accuracy on the given labels, * once ready
+            row['ready_log'] = ' '.join(f"{o['acc']:.3f}{'*' if o['ready'] else ''}" for o in plc.ready.log)
         truth = truth_of(pool, plc.table)
         row.update(correction_scores(plc.table, truth))
         # what it did when: per epoch, the threshold, the corrections, and the share of them that went to the clean label
@@ -551,8 +579,9 @@ def main(argv=None):
 
 HEADLINE_METHODS = dict(plain='plain fastai', elr='`ELR()`', clean_drop="clean, then retrain ('drop')",
                         clean_weight="clean, then retrain ('weight')", clean_relabel="clean, then retrain ('relabel')",
-                        softlabel='`SoftLabel` (k-fold OOF)', refinery='`RefineryLoop` R2', plc_diff="`PLC('diff')`", plc_ratio="`PLC('ratio')`",
-                        elr_paper='`ELR()` (the default: the paper\'s λ = 3 from the first epoch)', elr_s50='`ELR(start=0.5)`')
+                        softlabel='`SoftLabel` (k-fold OOF)', refinery='`RefineryLoop` R2', plc_diff="`PLC()` (from when the model is ready)", plc_ratio="`PLC('ratio')`",
+                        elr_paper='`ELR()` (the default: the paper\'s λ = 3 from the first epoch)', elr_s50='`ELR(start=0.5)`',
+                        elr_model="`ELR(start='model')`")
 
 
 def headline(df:pd.DataFrame, n_train=10000, width=16, precision='bf16')->str:

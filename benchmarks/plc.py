@@ -18,7 +18,7 @@ import pandas as pd
 
 warnings.filterwarnings('ignore', category=FutureWarning, module='torch')
 from common import interleaved_fit_times, instrumented_share, run_info, md_table
-from labelcb.all import DEMO_METHODS, LabelCallback, fit_digits, noisy_digits_df, digits_test_accuracy
+from labelcb.all import PLC, DEMO_METHODS, LabelCallback, fit_digits, noisy_digits_df, digits_test_accuracy
 
 OUT = Path(__file__).parent/'results'
 
@@ -53,10 +53,12 @@ def main(argv=None):
         for seed in args.seeds:
             df = noisy_digits_df(args.rate, kind, seed=seed)
             truth = df[df.split == 'train'].true_label.values
-            for name, m in DEMO_METHODS.items():  # the demo's rows: the same methods, made the same way
-                if not name.startswith(('plain', 'PLC')) or m.frame: continue  # other methods and problems have their own benchmarks
-                if m.label_col == 'true_label' and kind != args.kinds[0]: continue  # the truth does not depend on the noise
-                learn, secs = fit_digits(df, m.cbs(df), m.label_col, epochs=args.epochs, seed=seed)
+            methods = [(n, m.cbs, m.label_col) for n, m in DEMO_METHODS.items()  # the demo's rows: the same methods, made the same way
+                       if n.startswith(('plain', 'PLC')) and not m.frame]  # other methods and problems have their own benchmarks
+            methods += [(f"PLC.paper('{r}')", lambda df, r=r: [PLC.paper(r)], 'label') for r in ('diff', 'ratio')]  # the paper's rules, for comparison
+            for name, make, label_col in methods:
+                if label_col == 'true_label' and kind != args.kinds[0]: continue  # the truth does not depend on the noise
+                learn, secs = fit_digits(df, make(df), label_col, epochs=args.epochs, seed=seed)
                 row = dict(noise=f'{args.rate:.0%} {kind}', seed=seed, method=name,
                            test_acc=digits_test_accuracy(learn, df), seconds=secs)
                 if name.startswith('PLC'): row.update(learn.progressive_label_correction.table.repair_scores(truth))

@@ -12,7 +12,8 @@ from torch import Tensor
 from fastai.torch_core import Module
 from fastcore.basics import patch, store_attr
 from .core import check_span, plot_history, gather_rows
-from .table import LabelCallback, LabelTable
+from .table import LabelCallback, LabelTable, ModelReady
+from copy import copy
 
 # %% auto #0
 __all__ = ['elr_regulariser', 'ELRLoss', 'ELR']
@@ -67,19 +68,24 @@ class ELR(LabelCallback):
     def __init__(self,
         beta:float=0.7, # Momentum β of each item's running target (official CIFAR value)
         lam:float=3., # Weight λ of the regulariser (official CIFAR-10 value)
-        start:float|int=0, # No regulariser before this: a fraction of each fit's epochs (float) or a number of training epochs counted across fits (int); the targets are kept from the first epoch either way
+        start:float|int|str=0, # No regulariser before this: a fraction of each fit's epochs (float), a number of training epochs counted across fits (int), or 'model': once `ModelReady` says the model can judge labels; the targets are kept from the first epoch either way
         table:LabelTable|None=None, # A label table to start from (shared with other label callbacks, or loaded)
+        ready:ModelReady|None=None, # With start='model': when the model is ready (default `ModelReady()`)
     ):
         super().__init__(table)
         if not 0 <= beta < 1: raise ValueError(f'beta is a momentum in [0, 1), not {beta!r}')
         if isinstance(lam, bool) or not isinstance(lam, (int, float, np.number)) or lam < 0: raise ValueError(f'lam is a weight ≥ 0, not {lam!r}')
-        start = check_span('start', start)
+        if start != 'model': start = check_span('start', start)
         store_attr('beta,lam,start')
+        self._ready_proto = ready
+        self.ready = (ready or ModelReady()) if start == 'model' else None
         self.history = []  # per training epoch: epoch, lam, reg (mean penalty), agree (targets whose class is the given label)
         self._seen = None
 
     def _init_state(self): self.table,self._seen = None,None
-    def _new_items(self): self._init_state(); self.history = []
+    def _new_items(self):
+        self._init_state(); self.history = []
+        if self.ready is not None: self.ready = copy(self._ready_proto) if self._ready_proto is not None else ModelReady()
     def _wants_probs(self)->bool: return True  # every training batch updates its items' targets
 
     @property
@@ -93,6 +99,7 @@ class ELR(LabelCallback):
         seen:int=0, # Training epochs this callback trained before this fit
     )->float:
         "λ in `epoch` of an `n_epoch` fit: 0 before `start`, then `lam`"
+        if self.start == 'model': return float(self.lam) if self.ready.ready else 0.
         started = (seen + epoch >= self.start) if isinstance(self.start, int) else (epoch >= round(self.start*n_epoch))
         return float(self.lam) if started else 0.
 
@@ -148,6 +155,7 @@ class ELR(LabelCallback):
             agree = ((t > 0.5) == given).float().mean() if self.table.multi_label else (t.argmax(1) == given).float().mean()
             self.history.append(dict(epoch=len(self.history), lam=self.lam_now, reg=self._reg.item()/max(self._n, 1),
                                      agree=agree.item()))
+            self._train_agreement = agree.item()  # ModelReady's signal when there are no held-out labels
         super().after_train()
 
 # %% ../nbs/elr.ipynb #855c521a

@@ -12,7 +12,8 @@ from fastai.callback.schedule import SchedLin
 from fastcore.basics import patch, store_attr
 import warnings
 from .core import check_choice, check_span, plot_history, gather_rows
-from .table import LabelCallback, LabelTable
+from .table import LabelCallback, LabelTable, ModelReady
+from copy import copy
 
 # %% auto #0
 __all__ = ['PLC', 'ProgressiveLabelCorrection']
@@ -23,49 +24,69 @@ class ProgressiveLabelCorrection(LabelCallback):
     _stateattrs = ('table', '_window', '_seen')
     figures, figure_prefix = ('corrections', 'threshold'), 'plc'  # per epoch, in fastai's progress table and loggers
     def __init__(self,
-        rule:str='diff', # 'diff': p_pred - p_label > θ, per batch (paper, seed 002); 'ratio': f̄[y]/max f̄ < δ, per epoch (official code)
-        warmup:float|int=0.2, # No correction in this fraction of each fit's iterations (float), or in the first this many training epochs, counted across fits such as fine_tune's two (int)
-        theta=(0.3, 0.05), # 'diff' and multi-label: θ as (start, end) for `theta_sched`, a constant, or a schedule `f(pos)`
-        theta_sched=SchedLin, # fastai-style schedule `f(start, end)` applied over the correction phase
+        rule:str='diff', # 'diff': p_ŷ − p_y > θ; 'ratio': f̄[y]/max f̄ < δ (official code)
+        warmup:str|float|int='model', # 'model': correct once `ModelReady` says the model can judge labels; the paper's fixed warm-up: a fraction of each fit's iterations (float) or training epochs counted across fits such as fine_tune's two (int)
+        theta=0.3, # 'diff' and multi-label: θ to start from, lowered by `theta_step` after an epoch whose corrections dried up; or the paper's clock: (start, end) for `theta_sched`, or `f(pos)`
+        theta_step:float=0.05, # With a number θ: how much θ falls after an epoch that corrected fewer than `dry` of the labels
+        theta_min:float=0.05, # With a number θ: θ never falls below this
+        theta_sched=SchedLin, # With a (start, end) θ: the fastai-style schedule `f(start, end)` over the correction phase (the paper's)
+        average:bool=True, # Decide at each epoch's end on each item's softmax averaged over the last `window` epochs, predicting one class in each of them (official code); False: the 'diff' rule per batch on that batch's prediction (the paper's seed-002 callback)
         delta:float=0.3, # 'ratio': starting δ
         delta_step:float=0.1, # 'ratio': δ rises by this after an epoch that corrected fewer than `dry` of the labels
         delta_max:float=0.9, # 'ratio': δ never exceeds this
-        dry:float=0.001, # 'ratio': fraction of labels below which corrections count as dried up
-        window:int=5, # 'ratio': epochs of softmax outputs averaged
+        dry:float=0.001, # Fraction of the labels below which an epoch's corrections count as dried up
+        window:int=5, # Epochs of softmax outputs averaged
         min_tag_count:int=20, # Multi-label: tags with fewer positives than this are never flipped
+        ready:ModelReady|None=None, # With warmup='model': when the model is ready (default `ModelReady()`)
         table:LabelTable|None=None, # A label table to start from (e.g. one loaded to resume)
     ):
         super().__init__(table)
         check_choice('rule', rule, ('diff', 'ratio'))
-        warmup = check_span('warmup', warmup)
-        if callable(theta) and not isinstance(theta, (tuple, list)): self.theta_fn = theta
-        else:
-            start, end = (theta, theta) if isinstance(theta, (int, float, np.number)) else theta
-            self.theta_fn = theta_sched(start, end)
-        ends = [float(self.theta_fn(0.)), float(self.theta_fn(1.))]
+        if warmup != 'model': warmup = check_span('warmup', warmup)
+        self.theta_dries = isinstance(theta, (int, float, np.number)) and not isinstance(theta, bool)
+        if self.theta_dries: self.theta_fn = lambda pos: self.theta
+        elif callable(theta) and not isinstance(theta, (tuple, list)): self.theta_fn = theta
+        else: self.theta_fn = theta_sched(*theta)
+        ends = [float(theta)]*2 if self.theta_dries else [float(self.theta_fn(0.)), float(self.theta_fn(1.))]
         if not all(0 <= t <= 1 for t in ends): raise ValueError(f'θ must stay in [0, 1]; this schedule goes from {ends[0]} to {ends[1]}')
+        if not 0 <= theta_min <= 1 or theta_step < 0: raise ValueError('theta_min is in [0, 1] and theta_step ≥ 0')
+        if not average and rule == 'ratio': raise ValueError("the 'ratio' rule always averages over its window: average=False is for 'diff'")
         if not 0 < delta <= 1 or not 0 < delta_max <= 1: raise ValueError('δ and delta_max are ratios in (0, 1]')
         if delta_step < 0: raise ValueError(f'delta_step is how much δ rises, ≥ 0, not {delta_step!r}')
         if not 0 <= dry < 1: raise ValueError(f'dry is a fraction of the labels in [0, 1), not {dry!r}')
         if min_tag_count < 0: raise ValueError(f'min_tag_count is a number of positives, ≥ 0, not {min_tag_count!r}')
         if window < 1: raise ValueError('window must be at least 1 epoch')
         window, min_tag_count = int(window), int(min_tag_count)
-        store_attr('rule,warmup,delta,delta_step,delta_max,dry,window,min_tag_count')
-        self._delta0 = delta
+        store_attr('rule,warmup,theta_step,theta_min,average,delta,delta_step,delta_max,dry,window,min_tag_count')
+        self._theta0, self._delta0 = (float(theta) if self.theta_dries else None), delta
+        self.theta = self._theta0
+        self._ready_proto = ready
+        self.ready = (ready or ModelReady()) if warmup == 'model' else None
         self.history = []  # per training epoch: epoch, threshold, corrections
         self._window = self._seen = None
 
+    @classmethod
+    def paper(cls,
+        rule:str='diff', # The paper's 'diff' rule per batch, or the official code's 'ratio' rule
+        **kwargs, # Any other option of `PLC`
+    ):
+        "PLC as labelcb had it from the paper: a warm-up of 20% of each fit, then 'diff' per batch with θ falling 0.3 → 0.05 on the clock ('ratio': δ on dry-up)"
+        paper = dict(warmup=0.2, theta=(0.3, 0.05), average=rule == 'ratio')
+        return cls(rule, **{**paper, **kwargs})
+
     @property
-    def writes_per_batch(self)->bool: return self.rule == 'diff'  # 'diff' corrects batch by batch; 'ratio' once per epoch
+    def writes_per_batch(self)->bool: return not self.average  # per-batch 'diff'; otherwise once per epoch
     def _init_state(self): self.table,self._window,self._seen = None,None,None
     def _new_items(self):
-        "Other items: no table, window, history or raised δ of the old ones"
+        "Other items: no table, window, history, readiness or moved threshold of the old ones"
         self._init_state()
-        self.history, self.delta = [], self._delta0
+        self.history, self.delta, self.theta = [], self._delta0, self._theta0
+        if self.ready is not None: self.ready = copy(self._ready_proto) if self._ready_proto is not None else ModelReady()
         self.__dict__.pop('_tag_ok', None)
 
-    # Events: LabelCallback does the shared work (table, soft loss, batch targets); PLC looks at predictions and writes corrections
+    # Events: LabelCallback does the shared work (table, soft loss, batch targets, readiness); PLC looks at predictions and writes corrections
     def before_train(self):
+        "The window of predictions for these items; this epoch's slot in it"
         super().before_train()
         if not self.active: return
         if self.rule == 'ratio' and self.table.multi_label: raise ValueError(
@@ -73,7 +94,7 @@ class ProgressiveLabelCorrection(LabelCallback):
         if self.table.multi_label and not hasattr(self, '_tag_ok'):
             self._tag_ok = self.table.original.sum(0) >= self.min_tag_count
         if self.epoch == 0: self._fit_start = len(self.history)  # training epochs this callback saw before this fit
-        if self.rule == 'ratio':
+        if self.average:
             n, c = len(self.table), self.table.c
             if self._window is None or self._window.shape[1:] != (n, c):
                 self._window = torch.zeros(self.window, n, c, device=self.table.device)
@@ -84,16 +105,19 @@ class ProgressiveLabelCorrection(LabelCallback):
 
     def _warmup_in_fit(self)->float:
         "Where this fit's correction phase starts, as a fraction of its iterations: a warm-up in epochs counts every fit (fine_tune's two)"
+        if self.warmup == 'model': return getattr(self, '_ready_at', 0.)
         if not isinstance(self.warmup, int): return self.warmup
         return min(max(self.warmup - getattr(self, '_fit_start', 0), 0)/self.n_epoch, 1.)
 
     def _correcting(self)->bool:
         "Past the warm-up"
+        if self.warmup == 'model': return self.ready.ready
         if isinstance(self.warmup, int): return len(self.history) >= self.warmup  # history: this callback's training epochs so far
         return self.pct_train >= self.warmup
 
     def _threshold(self)->float:
-        "θ at this point of the correction phase"
+        "θ now: the number that moves when corrections dry up, or the paper's clock at this point of the correction phase"
+        if self.theta_dries: return self.theta
         start = self._warmup_in_fit()
         pos = (self.pct_train - start)/max(1 - start, 1e-8)
         theta = float(self.theta_fn(min(max(pos, 0.), 1.)))
@@ -101,19 +125,23 @@ class ProgressiveLabelCorrection(LabelCallback):
         return theta
 
     def after_fit(self):
+        "Say so when this fit corrected nothing because the model was not ready or the warm-up had not ended"
         if self.active and not self._correcting() and getattr(getattr(self.learn, 'opt', None), 'frozen_idx', 0) == 0:
-            warnings.warn(f'PLC corrected nothing in this fit: its warm-up of {self.warmup} epochs has not ended '
-                          f'({len(self.history)} training epochs so far); train longer or shorten the warm-up')
+            if self.warmup == 'model': warnings.warn(f'PLC held its corrections in this fit: the model is not ready to judge labels yet, as '
+                                                     f'{self.ready.why_not()}; that costs nothing, and a longer fit lets it correct')
+            else: warnings.warn(f'PLC corrected nothing in this fit: its warm-up of {self.warmup} epochs has not ended '
+                                f'({len(self.history)} training epochs so far); train longer or shorten the warm-up')
         super().after_fit()
 
     def _wants_probs(self)->bool:
-        "This batch's predictions are used: the 'ratio' window fills every epoch, the 'diff' rule only after the warm-up"
-        return self.rule == 'ratio' or self._correcting()
+        "This batch's predictions are used: the averaging window fills every epoch, the per-batch rule only after the warm-up"
+        return self.average or self._correcting()
 
     def after_batch(self):
+        "Fill this epoch's slot of the window; per batch ('diff', average=False): correct this batch's items"
         if not self.active or self.batch_probs is None: return
         p, idx = self.batch_probs, self.idx
-        if self.rule == 'ratio':
+        if self.average:
             self._window[self._slot, idx] = p
             self._seen[self._slot, idx] = True
         elif self._correcting():
@@ -127,49 +155,72 @@ class ProgressiveLabelCorrection(LabelCallback):
         if not len(idx): return 0
         return self.table.update(idx, new, why='plc', epoch=self.epoch, iteration=self.train_iter, **info)
 
-    def _correct_diff(self, idx:Tensor, p:Tensor, theta:float)->int:
-        "'diff': flip y to ŷ where ŷ ≠ y and p_ŷ - p_y > θ"
+    def _correct_diff(self, idx:Tensor, p:Tensor, theta:float, steady:Tensor|None=None)->int:
+        "'diff': flip y to ŷ where ŷ ≠ y and p_ŷ - p_y > θ (and, averaged, ŷ predicted in every epoch of the window)"
         y = self.table.batch(idx).argmax(1)
         p_new, y_new = p.max(1)
         p_old = p.gather(1, y[:, None]).squeeze(1)
         flip = (y_new != y) & (p_new - p_old > theta)
+        if steady is not None: flip &= steady(y_new)
         return self._record(idx[flip], y_new[flip], p_old=p_old[flip], p_new=p_new[flip])
 
-    def _correct_tags(self, idx:Tensor, p:Tensor, theta:float)->int:
-        "Multi-label: flip a tag where the sigmoid is on the other side of 0.5 by a margin |2σ-1| > θ"
+    def _correct_tags(self, idx:Tensor, p:Tensor, theta:float, steady:Tensor|None=None)->int:
+        "Multi-label: flip a tag where the sigmoid is on the other side of 0.5 by a margin |2σ-1| > θ (and, averaged, in every epoch of the window)"
         t = self.table.batch(idx) > 0.5
         flip = ((p > 0.5) != t) & ((2*p - 1).abs() > theta) & self._tag_ok.to(p.device)
+        if steady is not None: flip &= steady(p > 0.5)
         rows = flip.any(1)
         return self._record(idx[rows], (t ^ flip)[rows].float(), tags_flipped=flip[rows].sum(1))
 
-    def _correct_ratio(self)->int:
-        "'ratio': flip y to argmax f̄ where f̄[y]/max f̄ < δ, f̄ the mean softmax over the epochs each item was seen in"
-        seen = self._seen.float()
-        n_seen = seen.sum(0)
-        fbar = (self._window*seen[..., None]).sum(0)/n_seen.clamp(min=1)[:, None]
-        y = self.table.targets.argmax(1)
+    def _correct_ratio(self, idx:Tensor, fbar:Tensor, steady)->int:
+        "'ratio': flip y to argmax f̄ where f̄[y]/max f̄ < δ and argmax f̄ is predicted in every epoch of the window"
+        y = self.table.batch(idx).argmax(1)
         p_new, y_new = fbar.max(1)
         p_old = fbar.gather(1, y[:, None]).squeeze(1)
-        flip = (n_seen > 0) & (p_old/p_new.clamp(min=1e-12) < self.delta) & (y_new != y)
-        idx = flip.nonzero().squeeze(1)
-        n = self._record(idx, y_new[idx], p_old=p_old[idx], p_new=p_new[idx])
-        if n < self.dry*len(self.table): self.delta = min(self.delta + self.delta_step, self.delta_max)
+        flip = (p_old/p_new.clamp(min=1e-12) < self.delta) & (y_new != y) & steady(y_new)
+        return self._record(idx[flip], y_new[flip], p_old=p_old[flip], p_new=p_new[flip])
+
+    def _correct_window(self)->int:
+        "Correct every item seen in the window from its averaged prediction; move the threshold when corrections dry up"
+        seen = self._seen.float()
+        n_seen = seen.sum(0)
+        idx = (n_seen > 0).nonzero().squeeze(1)
+        fbar = (self._window[:, idx]*seen[:, idx, None]).sum(0)/n_seen[idx, None]
+        def steady(pred):  # the averaged prediction agrees with the prediction of each epoch the item was seen in
+            if self.table.multi_label: each = (self._window[:, idx] > 0.5) == pred[None]
+            else: each = self._window[:, idx].argmax(2) == pred[None]
+            seen_ = self._seen[:, idx].reshape(self.window, len(idx), *([1]*(each.ndim - 2)))
+            return (each | ~seen_).all(0)
+        if self.rule == 'ratio': n = self._correct_ratio(idx, fbar, steady)
+        else:
+            n = (self._correct_tags if self.table.multi_label else self._correct_diff)(idx, fbar, self._threshold(), steady)
+        if n < self.dry*len(self.table):  # dried up: a bolder threshold
+            if self.rule == 'ratio': self.delta = min(self.delta + self.delta_step, self.delta_max)
+            elif self.theta_dries: self.theta = max(self.theta - self.theta_step, self.theta_min)
         return n
 
     def after_train(self):
+        "Share this epoch's predictions or corrections across processes; correct from the window; the epoch's history"
         if self.active:
-            synced = self.table.sync()  # distributed: all processes' 'diff' corrections of this epoch, on every process
+            synced = self.table.sync()  # distributed: all processes' per-batch corrections of this epoch, on every process
             if synced is not None: self._n_fixed = synced
-            if self.rule == 'ratio':
+            if self.average:
                 if self._distributed:  # every process's softmax outputs of this epoch, so that all see every item's f̄
                     rows = self._seen[self._slot].nonzero().squeeze(1)
                     rows, p = gather_rows(rows, self._window[self._slot, rows])
                     self._window[self._slot, rows], self._seen[self._slot, rows] = p, True
-                thr = self.delta
-                if self._correcting(): self._n_fixed += self._correct_ratio()  # the same rule on the same data: the same corrections everywhere
+                thr = self.delta if self.rule == 'ratio' else self._threshold()
+                if self._correcting(): self._n_fixed += self._correct_window()  # the same rule on the same data: the same corrections everywhere
+                self._train_agreement = self._agreement()
             else: thr = getattr(self, '_last_threshold', float('nan'))
-            self.history.append(dict(epoch=len(self.history), threshold=thr, corrections=self._n_fixed))
+            self.history.append(dict(epoch=len(self.history), threshold=thr, corrections=self._n_fixed, correcting=self._correcting()))
         super().after_train()
+
+    def _agreement(self)->float:
+        "This epoch's predictions' agreement with the given labels (ModelReady's signal when there are no held-out labels)"
+        rows = self._seen[self._slot]
+        p, given = self._window[self._slot, rows], self.table.original.to(rows.device)[rows]
+        return float(((p > 0.5) == given).float().mean() if self.table.multi_label else (p.argmax(1) == given).float().mean())
 
 PLC = ProgressiveLabelCorrection
 

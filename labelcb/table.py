@@ -15,7 +15,7 @@ from fastai.callback.core import Callback
 from fastai.callback.mixup import MixHandler
 from fastai.learner import ValueMetric
 from functools import partial
-from fastcore.basics import patch
+from fastcore.basics import patch, store_attr
 from fastcore.meta import delegates
 from fastcore.xtras import join_path_file
 from fastai.learner import Learner
@@ -25,7 +25,8 @@ from .items import ItemIndex, ensure_item_index
 from .losses import soft_loss_for, SoftBCEWithLogitsLoss
 
 # %% auto #0
-__all__ = ['UNLABELLED', 'LabelTable', 'label_names', 'LabelCallback', 'learner_table']
+__all__ = ['UNLABELLED', 'LabelTable', 'label_names', 'HeldOutAccuracy', 'ensure_held_out_accuracy', 'ModelReady',
+           'LabelCallback', 'learner_table']
 
 # %% ../nbs/table.ipynb #7eaa66d4
 def _fingerprint(ids)->str: return hashlib.sha1('\n'.join(map(str, ids)).encode()).hexdigest()
@@ -165,6 +166,13 @@ class LabelTable:
     def labelled(self)->Tensor:
         "Which items have a label (always all of them for multi-label tables)"
         return self.labels != UNLABELLED if not self.multi_label else torch.ones(len(self), dtype=torch.bool)
+    @property
+    def majority_share(self)->float:
+        "The accuracy of always answering the most common given class (multi-label: each tag's more common side, averaged)"
+        o = self.original
+        if self.multi_label: p = o.float().mean(0); return float(torch.maximum(p, 1 - p).mean()) if len(o) else 0.
+        o = o[o != UNLABELLED]
+        return float(torch.bincount(o, minlength=self.c).max())/len(o) if len(o) else 0.
     @property
     def changed(self)->Tensor:
         "Which items' current label differs from the original"
@@ -355,6 +363,71 @@ def load(self:LabelTable, fname)->LabelTable:
     "Load a state saved with `save`: it must belong to the same items; class columns are matched by name"
     return self.load_state_dict(torch.load(fname, weights_only=True))
 
+# %% ../nbs/table.ipynb #e52b6db7
+class HeldOutAccuracy(Callback):
+    "The accuracy of each of a fit's validation passes on the validation set's given labels (labelled items only): what `ModelReady` reads"
+    order,run_train = 95,False  # after the prediction; only validation batches
+    def __init__(self): self.last,self._right,self._n = None,0.,0
+    def _init_state(self): self.last = None
+    def before_validate(self): self._right,self._n = 0.,0
+    def after_batch(self):
+        if self.training or not self.yb or not isinstance(self.pred, Tensor): return
+        y, p = self.yb[0], self.pred.detach()
+        if y.ndim == 2 and p.shape == y.shape:  # multi-label: the share of tags on the right side of 0.5 (logits, so 0)
+            self._right += float(((p > 0) == (y > 0.5)).float().mean(1).sum()); self._n += len(y)
+        elif y.ndim == 1 and p.ndim == 2:
+            lab = y != UNLABELLED  # partly labelled: the labelled items only
+            self._right += float((p.argmax(1)[lab] == y[lab]).sum()); self._n += int(lab.sum())
+    def after_validate(self):
+        if hasattr(self.learn, 'gather_preds'): return  # a get_preds pass, not one of the fit's validations
+        right, n = self._right, self._n
+        if is_distributed(): right, n = map(sum, zip(*gather_objects((right, n))))  # each process saw its shard
+        self.last = right/n if n else None
+
+def ensure_held_out_accuracy(learn)->HeldOutAccuracy:
+    "The `HeldOutAccuracy` callback of `learn`, added if it has none"
+    cb = getattr(learn, 'held_out_accuracy', None)
+    if not isinstance(cb, HeldOutAccuracy): cb = HeldOutAccuracy(); learn.add_cb(cb)
+    return cb
+
+# %% ../nbs/table.ipynb #eecff27a
+class ModelReady:
+    "Whether a model is ready to judge labels, from what it shows each epoch: its learning rate has stopped rising, its accuracy on held-out given labels has stopped rising, and that accuracy is clear of the most common class's share"
+    def __init__(self,
+        patience:int=2, # Epochs in a row with no rise of `min_gain` over the best accuracy so far
+        min_gain:float=0.005, # A smaller rise in accuracy (0.005: half a point) is no rise
+        min_margin:float=0.1, # Below the most common class's share plus this, the model is too weak to judge labels
+        after_lr_peak:bool=True, # Wait until the learning rate stops rising
+    ):
+        store_attr()
+        self.best,self.stale,self.ready,self.log = -1.,0,False,[]
+
+    def update(self,
+        acc:float, # This epoch's accuracy on held-out given labels (or, without held-out labels, on the training labels)
+        lr_rising:bool, # Whether the learning rate rose during this epoch (one-cycle's first part)
+        majority:float=0., # The most common class's share of the given labels
+        held_out:bool=True, # Whether `acc` is held-out
+    )->bool:
+        "Take one epoch's figures; whether the model is ready (once ready, it stays so)"
+        if not self.ready:
+            rose = acc >= self.best + self.min_gain
+            self.stale = 0 if rose else self.stale + 1
+            self.best = max(self.best, acc)
+            self.weak = acc < majority + self.min_margin
+            self.ready = self.stale >= self.patience and not (lr_rising and self.after_lr_peak) and not self.weak
+        self.log.append(dict(acc=acc, lr_rising=lr_rising, held_out=held_out, ready=self.ready))
+        return self.ready
+
+    def why_not(self)->str:
+        "Why the model is not ready yet, in words"
+        if not self.log: return 'it has not trained an epoch yet'
+        last, what = self.log[-1], ('held-out' if self.log[-1]['held_out'] else 'training') + ' accuracy on the given labels'
+        if getattr(self, 'weak', False): return (f'the model is too weak to judge labels ({what} {last["acc"]:.3f}, barely above the most common '
+            'class): train longer, use fewer classes or a pretrained model')
+        if last['lr_rising']: return 'the learning rate was still rising'
+        return (f'its {what} rose within the last {self.patience} epochs (best {self.best:.3f}, last {last["acc"]:.3f}): '
+                'it is still learning')
+
 # %% ../nbs/table.ipynb #6393237c
 class LabelCallback(Callback):
     "Base of labelcb's label callbacks: training targets are the rows of a `LabelTable` shared by the learner's label callbacks"
@@ -364,6 +437,7 @@ class LabelCallback(Callback):
     writes_per_batch = False  # True for a method that changes the table during training batches (PLC): distributed training shares those writes at each epoch's end
     figures = ()  # keys of the callback's `history` rows shown each epoch as columns of fastai's progress table and loggers (CSVLogger...)
     figure_prefix = ''  # their columns are named `<figure_prefix>_<key>`
+    ready = None  # a `ModelReady` in a subclass whose start follows the model: the base feeds it each epoch
     def __init__(self,
         table:LabelTable|None=None, # A table to start from (e.g. one loaded to resume); default: made from `dls.train_ds`
     ):
@@ -413,6 +487,7 @@ class LabelCallback(Callback):
 
     def before_fit(self):
         ensure_item_index(self.learn)
+        if self.ready is not None: ensure_held_out_accuracy(self.learn)
         if self.figures: self._show_figures(not hasattr(self.learn, 'lr_finder'))
         self.restore_loss()  # a fit stopped in an odd place may have left the soft loss in place
         if '_do_epoch' not in self.learn.__dict__: self.learn._do_epoch = self._epoch_restoring_loss
@@ -439,6 +514,20 @@ class LabelCallback(Callback):
             self.swap_loss(soft_loss_for(self.user_loss, self.table.multi_label))
         self._mixing = any(isinstance(cb, MixHandler) for cb in self.learn.cbs)
         self._distributed = is_distributed()
+        self._lrs, self._train_agreement = [], None
+
+    def after_step(self):
+        "The learning rate of this training step, for `ready`"
+        if self.active and self.ready is not None: self._lrs.append(self.opt.hypers[-1]['lr'])
+
+    def after_epoch(self):
+        "Tell `ready` what the model showed in this epoch: held-out accuracy on the given labels, whether the learning rate rose"
+        if not self.active or self.ready is None or not getattr(self, '_lrs', None): return
+        acc = getattr(getattr(self.learn, 'held_out_accuracy', None), 'last', None)
+        held_out = acc is not None
+        if not held_out: acc = self._train_agreement  # no labelled validation items: the training predictions' agreement
+        if acc is None: return
+        self.ready.update(acc, lr_rising=self._lrs[-1] > self._lrs[0]*(1 + 1e-6), majority=self.table.majority_share, held_out=held_out)
 
     @property
     def user_loss(self):

@@ -59,14 +59,14 @@ class _Spy:
 
 def _jobs(rank, out):
     from fastai.vision.all import load_learner
-    from labelcb.all import ELR, PLC, SoftLabel, TemporalEnsemble, SelfLabelSinkhorn, RefineryLoop, PartialCategoryBlock, hide_labels, predict_items
+    from labelcb.all import ModelReady, ELR, PLC, SoftLabel, TemporalEnsemble, SelfLabelSinkhorn, RefineryLoop, PartialCategoryBlock, hide_labels, predict_items
     from labelcb.test_utils import small_digits
     import labelcb.selflabel as selflabel
     res = {}
 
-    # PLC, 'diff' rule: corrections batch by batch, shared at each epoch's end
+    # PLC, 'diff' rule per batch (the paper's): corrections batch by batch, shared at each epoch's end
     spy = _Spy()
-    cb = PLC(warmup=1, theta=0.05)
+    cb = PLC(warmup=1, theta=0.05, average=False)
     learn = _learner([cb, spy.cb], workers=2)  # two loader workers in each process: the items still reach the table once
     dls, loss, model = learn.dls, learn.loss_func, learn.model
     loaders = list(dls.loaders)
@@ -87,6 +87,13 @@ def _jobs(rank, out):
         with learn.no_bar(), learn.no_logging(): learn.fit(EPOCHS, 0.05)
     res['ratio'] = dict(targets=cb.table.targets.clone(), window=cb._window.clone(), seen=cb._seen.clone(), log=cb.corrections,
                         history=pd.DataFrame(cb.history))
+
+    # PLC's default: its start follows the held-out accuracy of both ranks' validation shards; decisions from the gathered window
+    cb = PLC(theta=0.05, ready=ModelReady(patience=1, min_gain=1., min_margin=0.))  # min_gain 1: every epoch after the first is stale
+    learn = _learner([cb])
+    with learn.distrib_ctx():
+        with learn.no_bar(), learn.no_logging(): learn.fit(EPOCHS, 0.05)
+    res['model'] = dict(targets=cb.table.targets.clone(), ready=pd.DataFrame(cb.ready.log), log=cb.corrections, history=pd.DataFrame(cb.history))
 
     # TemporalEnsemble on partly labelled digits
     spy = _Spy()
@@ -216,6 +223,15 @@ def test_ratio_rule_sees_every_item(ranks):
     assert r0['ratio']['seen'].any(0).all()  # every item's softmax output reached both ranks
     pd.testing.assert_frame_equal(r0['ratio']['log'], r1['ratio']['log'])
     assert len(r0['ratio']['log']) > 0
+
+
+def test_plc_default_start_and_corrections_identical(ranks):
+    "The held-out accuracy ModelReady reads is both ranks' shards together: the same start, the same corrections"
+    (r0, r1), _ = ranks
+    pd.testing.assert_frame_equal(r0['model']['ready'], r1['model']['ready'])
+    assert _same(r0['model']['targets'], r1['model']['targets'])
+    pd.testing.assert_frame_equal(r0['model']['log'], r1['model']['log'])
+    assert r0['model']['history'].correcting.tolist() == [False, False, True] and len(r0['model']['log']) > 0
 
 
 def test_temporal_ensemble_identical_each_item_once(ranks):

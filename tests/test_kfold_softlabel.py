@@ -82,7 +82,7 @@ def test_softlabel_composes_with_plc_on_one_table():
     oof = pd.DataFrame(np.full((1077, 10), 0.1), index=df.index[df.split == 'train'], columns=range(10))
     from labelcb.all import digits_dls
     set_seed(0)
-    learn = Learner(digits_dls(df, size=16, bs=64), tiny_model(), metrics=accuracy, cbs=[SoftLabel(oof), PLC(theta=0.)])
+    learn = Learner(digits_dls(df, size=16, bs=64), tiny_model(), metrics=accuracy, cbs=[SoftLabel(oof), PLC(warmup=1, theta=0.)])
     learn.fit_one_cycle(3, 1e-2)
     assert learn.soft_label.table is learn.progressive_label_correction.table
     assert len(learn.soft_label.table.log.query("why == 'soft label'")) == 0

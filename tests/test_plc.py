@@ -22,17 +22,39 @@ def fit(df, cbs, epochs=4, seed=0, **kw):
 
 @pytest.mark.parametrize('mix', [MixUp, CutMix])
 def test_mixing_callbacks_do_not_corrupt_labels(mix):
-    "With MixUp/CutMix, PLC's corrections come from un-mixed predictions: as right as without mixing"
+    "With MixUp/CutMix, PLC's per-batch corrections come from un-mixed predictions: as right as without mixing"
     df = small()
     truth = df[df.split == 'train'].true_label.values
-    plain_plc = fit(df, [PLC(theta=0.)], epochs=5).progressive_label_correction.table.repair_scores(truth)
-    mixed = fit(df, [PLC(theta=0.), mix()], epochs=5)
+    plc = lambda: PLC(warmup=1, theta=0., average=False)
+    plain_plc = fit(df, [plc()], epochs=5).progressive_label_correction.table.repair_scores(truth)
+    mixed = fit(df, [plc(), mix()], epochs=5)
     p = mixed.progressive_label_correction
     assert p._mixing
     s = p.table.repair_scores(truth)
     assert s['changed'] > 0
     # predictions on mixed images would flip labels to the other image's class: far below the unmixed precision
     assert s['precision'] > 0.75*plain_plc['precision'], (s, plain_plc)
+
+
+@pytest.mark.parametrize('mix', [MixUp, CutMix])
+def test_mixing_averaged_window_holds_unmixed_predictions(mix):
+    "With MixUp/CutMix, the window PLC averages holds the softmax of the un-mixed batch, item by item"
+    from fastai.callback.core import Callback
+    class Spy(Callback):
+        order = PLC.order + 1  # after PLC hands over the batch, before MixUp/CutMix (order 0) mixes it
+        def before_fit(self): self.checked = 0
+        def before_batch(self):
+            if self.training:
+                with torch.no_grad(): self.p = torch.softmax(self.model(*self.xb), -1)
+        def after_batch(self):
+            if not self.training: return
+            plc = self.progressive_label_correction
+            torch.testing.assert_close(plc._window[plc._slot, plc.idx], self.p, atol=1e-5, rtol=0)
+            self.checked += 1
+    learn = Learner(digits_dls(small(), size=16, bs=32), nn.Sequential(nn.Flatten(), nn.Linear(768, 10)),
+                    cbs=[PLC(warmup=1, theta=0.), Spy(), mix()])
+    learn.fit(2, 1e-2)
+    assert learn.spy.checked == 2*len(learn.dls.train)
 
 
 def test_regression_target_is_refused():
@@ -46,7 +68,7 @@ def test_regression_target_is_refused():
 def test_lr_find_get_preds_tta_export(tmp_path):
     df = small()
     set_seed(0)
-    learn = Learner(digits_dls(df, size=16, bs=32), tiny_model(), cbs=PLC(theta=0.), path=tmp_path)
+    learn = Learner(digits_dls(df, size=16, bs=32), tiny_model(), cbs=PLC(warmup=1, theta=0.), path=tmp_path)
     learn.lr_find(num_it=10, show_plot=False)
     p = learn.progressive_label_correction
     assert p.table is None and p.history == []       # lr_find trains nothing into the labels
@@ -63,7 +85,7 @@ def test_lr_find_get_preds_tta_export(tmp_path):
 
 def test_save_and_resume_continue_with_corrected_labels(tmp_path):
     df = small()
-    learn = fit(df, [PLC(theta=0.)], epochs=3, path=tmp_path)
+    learn = fit(df, [PLC(warmup=1, theta=0.)], epochs=3, path=tmp_path)
     p = learn.progressive_label_correction
     p.table.save(tmp_path/'labels.pth'); learn.save('m')
     labels = p.table.labels.clone()
@@ -87,7 +109,7 @@ def test_multi_label_per_tag_rule_end_to_end():
     learn.fit_one_cycle(3, 1e-2)
     assert len(learn.progressive_label_correction.corrections) == 0  # every tag has fewer positives than 1000
     learn = Learner(dls, nn.Sequential(nn.Flatten(), nn.Linear(3*16*48, 10)), loss_func=BCEWithLogitsLossFlat(),
-                    cbs=PLC(theta=0.0, min_tag_count=1))
+                    cbs=PLC(warmup=1, theta=0.0, min_tag_count=1))
     learn.fit_one_cycle(3, 1e-2)
     p = learn.progressive_label_correction
     assert len(p.corrections) > 0 and 'tags_flipped' in p.corrections
@@ -107,7 +129,7 @@ def test_schedules_and_errors():
 def test_show_corrections_titles_are_original_to_current_labels():
     "Regression: titles once showed floats ('1 → 1.0') and items corrected back to their original label"
     df = small()
-    learn = fit(df, [PLC(theta=0.)], epochs=4)
+    learn = fit(df, [PLC(warmup=1, theta=0.)], epochs=4)
     p = learn.progressive_label_correction
     fig = p.show_corrections(max_n=6)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
