@@ -165,7 +165,7 @@ def show_label_issues(
     only_flagged:bool=True, # Only items the rule flagged (else the worst scores, flagged or not)
     figsize_per:float=2.0, # Inches per image
 ):
-    "Grid of the top suspects: image, given label, predicted label and its probability"
+    "Grid of the top suspects: image with its id, given label, suggested label (the OOF prediction) and the OOF probability of the given one"
     from PIL import Image
     from fastai.vision.all import show_image, get_grid
     rows = audit[audit.is_label_issue] if only_flagged else audit
@@ -176,7 +176,7 @@ def show_label_issues(
     fig, axs = get_grid(len(rows), ncols=ncols, figsize=(ncols*figsize_per, nrows*(figsize_per + 0.4)), return_fig=True)
     for ax, (i, r) in zip(axs, rows.iterrows()):
         show_image(Image.open(get(i)).convert('RGB'), ax=ax)
-        text = f'given {r.given}\npred {r.predicted} ({r.self_confidence:.2f} for given)'
+        text = f'id {i}: given {r.given}\nsuggested {r.predicted} (p given {r.self_confidence:.2f})'
         color = 'black'
         if truth is not None:
             text += f'\ntrue {truth.loc[i]}'

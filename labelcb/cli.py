@@ -43,6 +43,7 @@ def _parser()->argparse.ArgumentParser:
     a.add_argument('--arch', help="'digits_cnn', a fastai architecture or a timm model name (default digits_cnn for the digits, resnet18 for a CSV)")
     a.add_argument('--pretrained', action='store_true', help='start from pretrained weights (downloaded by fastai/timm; default: trained from scratch)')
     a.add_argument('--bs', type=int, default=64, help='batch size (default 64)')
+    a.add_argument('--num-workers', type=int, help="DataLoader worker processes (default: fastai's)")
     a.add_argument('--noise-rate', type=float, default=0.2, help='digits only: fraction of labels to flip at random before the audit (default 0.2)')
     a.add_argument('--method', default='prune_by_noise_rate', choices=['prune_by_noise_rate', 'confident_joint'],
                    help="confident learning's rule: prune_by_noise_rate (cleanlab's default) or confident_joint (every off-diagonal item)")
@@ -63,8 +64,9 @@ def _audit(args):
     if args.size is not None and args.size < 1: raise SystemExit('--size must be at least 1 pixel')
     if args.clean and (',' in args.label_col or args.label_delim): raise SystemExit('--clean is single-label: one --label-col, no --label-delim')
     if args.n_show < 0: raise SystemExit('--n-show is a number of images, at least 0')
+    if args.num_workers is not None and args.num_workers < 0: raise SystemExit('--num-workers is a number of processes, at least 0')
     common = dict(n_folds=args.folds, epochs=args.epochs, bs=args.bs, seed=args.seed, method=args.method, out=args.out, clean=args.clean,
-                  n_show=args.n_show)
+                  n_show=args.n_show, num_workers=args.num_workers)
     def model_args(default:str)->dict:  # image_oof's arch/pretrained, or model= for the small digits network
         arch = args.arch or default
         if arch != 'digits_cnn': return dict(arch=arch, pretrained=args.pretrained)

@@ -206,6 +206,7 @@ def image_oof(
     model=None, # ...or a function `model(n_out)` returning a whole model, trained with a plain `Learner` (e.g. `digits_cnn`)
     lr:float|None=None, # Maximum learning rate; default 1e-3 for `arch`, 1e-2 for `model`
     bs:int=64, # Batch size
+    num_workers:int|None=None, # DataLoader worker processes (fastai's default when None)
     seed:int=0, # Seed of the folds and of each fold's training
     fold_col:str='fold', # Fold column (made if missing)
     progress:bool=True, # Progress bar over folds
@@ -226,12 +227,15 @@ def image_oof(
     else: multi_label = label_delim is not None
     if fold_col not in df: df = kfold(df, n_folds, list(label_col) if one_hot else label_col, label_delim, seed=seed, fold_col=fold_col)
     metric = accuracy_multi if multi_label else accuracy
+    if num_workers is not None and (isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0):
+        raise ValueError(f'num_workers is a number of worker processes, at least 0, not {num_workers!r}')
+    workers = {} if num_workers is None else dict(num_workers=num_workers)
     def make_dls(d, fold):
         d = d.assign(_is_valid=d[fold_col] == fold)
         if one_hot: return multilabel_dls(d, path, fn_col, list(label_col), valid_col='_is_valid', item_tfms=Resize(size), bs=bs,
-                                          multi_label=multi_label)
+                                          multi_label=multi_label, **workers)
         return ImageDataLoaders.from_df(d, path, fn_col=fn_col, label_col=label_col, label_delim=label_delim, valid_col='_is_valid',
-                                        item_tfms=Resize(size), bs=bs)
+                                        item_tfms=Resize(size), bs=bs, **workers)
     def make_learner(dls):
         if model is not None: return Learner(dls, model(dls.c), metrics=metric)
         return vision_learner(dls, getattr(models, arch) if isinstance(arch, str) and hasattr(models, arch) else arch,
