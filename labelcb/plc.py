@@ -80,6 +80,7 @@ class ProgressiveLabelCorrection(LabelCallback):
     def _new_items(self):
         "Other items: no table, window, history, readiness or moved threshold of the old ones"
         self._init_state()
+        self._epochs_before, self._resumed = 0, False
         self.history, self.delta, self.theta = [], self._delta0, self._theta0
         if self.ready is not None: self.ready = copy(self._ready_proto) if self._ready_proto is not None else ModelReady()
         self.__dict__.pop('_tag_ok', None)
@@ -93,13 +94,14 @@ class ProgressiveLabelCorrection(LabelCallback):
             "the 'ratio' rule is single-label (as in the official code); multi-label PLC uses the per-tag 'diff' rule")
         if self.table.multi_label and not hasattr(self, '_tag_ok'):
             self._tag_ok = self.table.original.sum(0) >= self.min_tag_count
-        if self.epoch == 0: self._fit_start = len(self.history)  # training epochs this callback saw before this fit
+        if not self.history and 'plc' in self.table.state and not getattr(self, '_resumed', False): self._resume(self.table.state['plc'])
+        if self.epoch == 0: self._fit_start = self._epochs_done  # training epochs this callback saw before this fit
         if self.average:
             n, c = len(self.table), self.table.c
             if self._window is None or self._window.shape[1:] != (n, c):
                 self._window = torch.zeros(self.window, n, c, device=self.table.device)
                 self._seen = torch.zeros(self.window, n, dtype=torch.bool, device=self.table.device)
-            self._slot = len(self.history) % self.window  # history has one row per training epoch so far
+            self._slot = self._epochs_done % self.window
             self._seen[self._slot] = False  # this epoch overwrites the oldest slot
         self._n_fixed = 0
 
@@ -112,7 +114,7 @@ class ProgressiveLabelCorrection(LabelCallback):
     def _correcting(self)->bool:
         "Past the warm-up"
         if self.warmup == 'model': return self.ready.ready
-        if isinstance(self.warmup, int): return len(self.history) >= self.warmup  # history: this callback's training epochs so far
+        if isinstance(self.warmup, int): return self._epochs_done >= self.warmup
         return self.pct_train >= self.warmup
 
     def _threshold(self)->float:
@@ -130,7 +132,7 @@ class ProgressiveLabelCorrection(LabelCallback):
             if self.warmup == 'model': warnings.warn(f'PLC held its corrections in this fit: the model is not ready to judge labels yet, as '
                                                      f'{self.ready.why_not()}; that costs nothing, and a longer fit lets it correct')
             else: warnings.warn(f'PLC corrected nothing in this fit: its warm-up of {self.warmup} epochs has not ended '
-                                f'({len(self.history)} training epochs so far); train longer or shorten the warm-up')
+                                f'({self._epochs_done} training epochs so far); train longer or shorten the warm-up')
         super().after_fit()
 
     def _wants_probs(self)->bool:
@@ -213,8 +215,28 @@ class ProgressiveLabelCorrection(LabelCallback):
                 if self._correcting(): self._n_fixed += self._correct_window()  # the same rule on the same data: the same corrections everywhere
                 self._train_agreement = self._agreement()
             else: thr = getattr(self, '_last_threshold', float('nan'))
-            self.history.append(dict(epoch=len(self.history), threshold=thr, corrections=self._n_fixed, correcting=self._correcting()))
+            self.history.append(dict(epoch=self._epochs_done, threshold=thr, corrections=self._n_fixed, correcting=self._correcting()))
         super().after_train()
+
+    def after_epoch(self):
+        "Readiness from this epoch's validation (the base's work), then where PLC stands into the table, which checkpoints save"
+        super().after_epoch()
+        if self.active and self.table is not None: self.table.state['plc'] = self._progress()
+
+    @property
+    def _epochs_done(self)->int: return len(self.history) + getattr(self, '_epochs_before', 0)  # training epochs so far, a resumed table's included
+    def _progress(self)->Tensor:
+        "Where PLC stands, as the table saves it: epochs trained, readiness (ready, best accuracy, stale epochs), θ, δ"
+        r = self.ready
+        return torch.tensor([self._epochs_done, float(r.ready) if r else 0., r.best if r else 0., r.stale if r else 0.,
+                             self.theta if self.theta is not None else float('nan'), self.delta], dtype=torch.float64)
+    def _resume(self, saved:Tensor):
+        "Go on from a loaded table's progress: its epochs count for the warm-up, its readiness and thresholds hold"
+        n, ready, best, stale, theta, delta = saved.tolist()
+        self._epochs_before, self._resumed = int(n), True
+        if self.ready is not None: self.ready.ready, self.ready.best, self.ready.stale = bool(ready), best, int(stale)
+        if self.theta_dries and theta == theta: self.theta = theta
+        self.delta = delta
 
     def _agreement(self)->float:
         "This epoch's predictions' agreement with the given labels (ModelReady's signal when there are no held-out labels)"

@@ -10,7 +10,7 @@ from fastai.vision.all import (Callback, CancelFitException, CrossEntropyLossFla
                                LabelSmoothingCrossEntropy, LabelSmoothingCrossEntropyFlat, PILImage, RegressionBlock,
                                SaveModelCallback, accuracy, resnet18, vision_learner)
 from labelcb.test_utils import small_digits, tiny_learner
-from labelcb.all import (PLC, LabelCallback, LabelTable, SoftCrossEntropyLoss, SoftBCEWithLogitsLoss, SoftLabel,
+from labelcb.all import (ModelReady, PLC, LabelCallback, LabelTable, SoftCrossEntropyLoss, SoftBCEWithLogitsLoss, SoftLabel,
                          TemporalEnsemble, RefineryLoop, digits_df, digits_dls, noisy_digits_df, oversample, label_audit,
                          soft_loss_for, hide_labels)
 from labelcb.temporal import PiModel
@@ -290,6 +290,24 @@ def test_save_load_and_save_model_callback_carry_the_table(tmp_path):
     learn3 = learner(df, [plc3], path=tmp_path, metrics=accuracy)
     learn3.fit(3, 1e-2, cbs=SaveModelCallback(monitor='accuracy', fname='best'))
     assert (tmp_path/'models'/'best.labels.pth').exists()
+
+
+@pytest.mark.parametrize('start', ['epochs', 'model'])
+def test_resumed_plc_goes_on_where_it_stopped(tmp_path, start):
+    "A PLC that resumes from a checkpoint keeps the saved epochs' warm-up, readiness and threshold (before: the warm-up restarted)"
+    df = frame(noisy_digits_df(0.4), n_train=96)
+    make = (lambda: PLC(warmup=2, theta=0.)) if start == 'epochs' else (lambda: PLC(theta=0., ready=ModelReady(patience=1, min_gain=1., min_margin=-1.)))  # a model this small is weak: the test is the resume
+    plc = make()
+    learn = learner(df, [plc], path=tmp_path)
+    learn.fit(2, 1e-2)
+    assert not plc.history[-1]['correcting']  # epochs: two warm-up epochs; model: ready after epoch 1's validation
+    assert start == 'epochs' or plc.ready.ready, plc.ready.log
+    learn.save('ckpt')
+    fresh = make()
+    learn2 = learner(df, [fresh], path=tmp_path)
+    learn2.load('ckpt')
+    learn2.fit(1, 1e-2)
+    assert fresh.history[0]['epoch'] == 2 and fresh.history[0]['correcting'] and fresh.history[0]['corrections'] > 0
 
 
 # ---- 11. a warm-up in epochs works with fine_tune
