@@ -223,8 +223,8 @@ from pathlib import Path
 from execnb.nbio import read_nb, write_nb
 from execnb.shell import CaptureShell
 os.environ['MPLBACKEND'] = 'module://matplotlib_inline.backend_inline'  # figures saved as outputs, as in Jupyter
-for name in sys.argv[1:]:
-    path = Path('nbs', name if name.endswith('.ipynb') else name + '.ipynb').resolve()
+paths = [Path('nbs', n if n.endswith('.ipynb') else n + '.ipynb').resolve() for n in sys.argv[1:]]  # before any chdir
+for path in paths:
     os.chdir(path.parent)
     nb, start = read_nb(path), time.time()
     CaptureShell(path).run_all(nb, exc_stop=True, preproc=lambda c: 'nbdev_export' + '(' in c.source)

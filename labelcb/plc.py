@@ -226,17 +226,19 @@ class ProgressiveLabelCorrection(LabelCallback):
     @property
     def _epochs_done(self)->int: return len(self.history) + getattr(self, '_epochs_before', 0)  # training epochs so far, a resumed table's included
     def _progress(self)->Tensor:
-        "Where PLC stands, as the table saves it: epochs trained, readiness (ready, best accuracy, stale epochs), θ, δ"
-        r = self.ready
+        "Where PLC stands, as the table saves it: epochs trained, readiness (ready, best accuracy, stale epochs), θ and δ now and at the start"
+        r, nan = self.ready, float('nan')
         return torch.tensor([self._epochs_done, float(r.ready) if r else 0., r.best if r else 0., r.stale if r else 0.,
-                             self.theta if self.theta is not None else float('nan'), self.delta], dtype=torch.float64)
+                             nan if self.theta is None else self.theta, self.delta,
+                             nan if self._theta0 is None else self._theta0, self._delta0], dtype=torch.float64)
     def _resume(self, saved:Tensor):
         "Go on from a loaded table's progress: its epochs count for the warm-up, its readiness and thresholds hold"
-        n, ready, best, stale, theta, delta = saved.tolist()
+        n, ready, best, stale, theta, delta, theta0, delta0 = saved.tolist()
         self._epochs_before, self._resumed = int(n), True
         if self.ready is not None: self.ready.ready, self.ready.best, self.ready.stale = bool(ready), best, int(stale)
-        if self.theta_dries and theta == theta: self.theta = theta
-        self.delta = delta
+        # a threshold moved by dry-up goes on moving from where it was, unless this callback was given another start
+        if self.theta_dries and theta == theta and theta0 == self._theta0: self.theta = theta
+        if delta0 == self._delta0: self.delta = delta
 
     def _agreement(self)->float:
         "This epoch's predictions' agreement with the given labels (ModelReady's signal when there are no held-out labels)"
