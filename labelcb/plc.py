@@ -279,6 +279,8 @@ def show_corrections(self:ProgressiveLabelCorrection,
     "Grid of the training images whose label PLC changed, most recently corrected first, titled original → current"
     from fastai.vision.all import show_image, get_grid
     t = self.table
+    if t is not None and t.multi_label: raise ValueError(
+        'show_corrections draws single-label corrections (old → new class); for multi-label, read plc.corrections (tags_flipped) or plc.table.to_df()')
     changed = set(np.flatnonzero(t.changed.numpy())) if t is not None else set()
     order = [i for i in self.corrections['index'].tolist()[::-1] if i in changed]
     idxs = list(dict.fromkeys(order))[:max_n]  # latest first, each item once
