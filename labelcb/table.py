@@ -369,6 +369,7 @@ class HeldOutAccuracy(Callback):
     order,run_train = 95,False  # after the prediction; only validation batches
     def __init__(self): self.last,self._right,self._n = None,0.,0
     def _init_state(self): self.last = None
+    def before_epoch(self): self.last = None  # an epoch without a validation pass has no held-out accuracy
     def before_validate(self): self._right,self._n = 0.,0
     def after_batch(self):
         if self.training or not self.yb or not isinstance(self.pred, Tensor): return
