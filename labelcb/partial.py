@@ -11,10 +11,11 @@ from fastai.data.block import TransformBlock
 from fastai.data.transforms import Categorize, CategoryMap, Category
 from fastai.torch_core import TensorCategory
 from fastai.losses import CrossEntropyLossFlat
+from fastai.learner import Metric
 from .table import UNLABELLED
 
 # %% auto #0
-__all__ = ['PartialCrossEntropyLossFlat', 'PartialCategorize', 'PartialCategoryBlock', 'hide_labels']
+__all__ = ['PartialCrossEntropyLossFlat', 'PartialCategorize', 'PartialCategoryBlock', 'hide_labels', 'labelled_only']
 
 # %% ../nbs/partial.ipynb #6faf0f41
 def _missing(o)->bool:
@@ -87,3 +88,20 @@ def hide_labels(
     res[label_col] = res[label_col].astype(object)
     res.loc[hide, label_col] = np.nan
     return res
+
+# %% ../nbs/partial.ipynb #0f148695
+class labelled_only(Metric):
+    "A fastai metric that scores the labelled items only: items whose target is `UNLABELLED` are left out, and a batch without a labelled item adds nothing"
+    def __init__(self,
+        func, # A metric function `f(pred, targ)` of fastai's kind, e.g. `accuracy` or `error_rate`
+    ): self.func = func
+    def reset(self): self.total,self.count = 0.,0
+    def accumulate(self, learn):
+        targ = learn.yb[0]
+        keep = targ != UNLABELLED
+        n = int(keep.sum())
+        if n: self.total += float(self.func(learn.pred[keep], targ[keep]))*n; self.count += n
+    @property
+    def value(self): return self.total/self.count if self.count else None
+    @property
+    def name(self): return 'labelled_' + getattr(self.func, 'func', self.func).__name__  # its own column beside fastai's
