@@ -96,6 +96,9 @@ class ProgressiveLabelCorrection(LabelCallback):
             self._tag_ok = self.table.original.sum(0) >= self.min_tag_count
         if not self.history and 'plc' in self.table.state and not getattr(self, '_resumed', False): self._resume(self.table.state['plc'])
         if self.epoch == 0: self._fit_start = self._epochs_done  # training epochs this callback saw before this fit
+        if self.warmup == 'model':  # where this fit's correction phase began, for a θ on the paper's clock
+            if self.epoch == 0: self._ready_at = 0. if self.ready.ready else None
+            if self._ready_at is None and self.ready.ready: self._ready_at = self.pct_train
         if self.average:
             n, c = len(self.table), self.table.c
             if self._window is None or self._window.shape[1:] != (n, c):
@@ -107,7 +110,7 @@ class ProgressiveLabelCorrection(LabelCallback):
 
     def _warmup_in_fit(self)->float:
         "Where this fit's correction phase starts, as a fraction of its iterations: a warm-up in epochs counts every fit (fine_tune's two)"
-        if self.warmup == 'model': return getattr(self, '_ready_at', 0.)
+        if self.warmup == 'model': return getattr(self, '_ready_at', None) or 0.
         if not isinstance(self.warmup, int): return self.warmup
         return min(max(self.warmup - getattr(self, '_fit_start', 0), 0)/self.n_epoch, 1.)
 
