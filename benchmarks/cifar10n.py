@@ -343,7 +343,7 @@ def run_noisy(args, method, labels, seed, pool, test):
     row['valid_curve'] = ' '.join(f'{v[2]:.3f}' for v in learn.recorder.values)  # before get_preds rewrites the recorder
     row['valid_clean_curve'] = ' '.join(f'{v[3]:.3f}' for v in learn.recorder.values if len(v) > 3)
     row.update(test_acc=test_accuracy(learn, test), seconds=secs, valid_clean_acc=valid_clean_accuracy(learn, pool))
-    if method.startswith('elr') and cbs[0].ready is not None:
+    if getattr(cbs[0] if cbs else None, 'ready', None) is not None:  # PLC, ELR(start='model'): each epoch's held-out accuracy on the given labels, * once ready
         row['ready_log'] = ' '.join(f"{o['acc']:.3f}{'*' if o['ready'] else ''}" for o in cbs[0].ready.log)
     if method.startswith('elr'):  # per epoch: λ/penalty/targets naming the given label; at the end, targets naming the clean label
         row['per_epoch'] = ' '.join(f'{h["epoch"]}:{h["lam"]:.1f}/{h["reg"]:.2f}/{h["agree"]:.2f}' for h in cbs[0].history)
@@ -359,8 +359,6 @@ def run_noisy(args, method, labels, seed, pool, test):
         learn.save(w, with_opt=False)  # the refinery row's R1
     if method.startswith('plc'):
         plc = cbs[0]
-        if plc.ready is not None:  # what the start followed: each epoch's held-out accuracy on the given labels, * once ready
-            row['ready_log'] = ' '.join(f"{o['acc']:.3f}{'*' if o['ready'] else ''}" for o in plc.ready.log)
         truth = truth_of(pool, plc.table)
         row.update(correction_scores(plc.table, truth))
         # what it did when: per epoch, the threshold, the corrections, and the share of them that went to the clean label

@@ -13,7 +13,6 @@ from fastai.torch_core import Module
 from fastcore.basics import patch, store_attr
 from .core import check_span, plot_history, gather_rows
 from .table import LabelCallback, LabelTable, ModelReady
-from copy import deepcopy
 
 # %% auto #0
 __all__ = ['elr_regulariser', 'ELRLoss', 'ELR']
@@ -77,15 +76,14 @@ class ELR(LabelCallback):
         if isinstance(lam, bool) or not isinstance(lam, (int, float, np.number)) or lam < 0: raise ValueError(f'lam is a weight ≥ 0, not {lam!r}')
         if start != 'model': start = check_span('start', start)
         store_attr('beta,lam,start')
-        self._ready_proto = deepcopy(ready)  # as given, before any fit: what a new set of items starts from
-        self.ready = (ready or ModelReady()) if start == 'model' else None
+        self._follow_model(ready, start == 'model')
         self.history = []  # per training epoch: epoch, lam, reg (mean penalty), agree (targets whose class is the given label)
         self._seen = None
 
     def _init_state(self): self.table,self._seen = None,None
     def _new_items(self):
         self._init_state(); self.history = []
-        if self.ready is not None: self.ready = deepcopy(self._ready_proto) if self._ready_proto is not None else ModelReady()
+        self._renew_ready()
     def _wants_probs(self)->bool: return True  # every training batch updates its items' targets
 
     @property

@@ -97,11 +97,16 @@ class labelled_only(Metric):
     ): self.func = func
     def reset(self): self.total,self.count = 0.,0
     def accumulate(self, learn):
+        "Add the batch's labelled items, on the device (read once, in `value`)"
         targ = learn.yb[0]
         keep = targ != UNLABELLED
-        n = int(keep.sum())
-        if n: self.total += float(self.func(learn.pred[keep], targ[keep]))*n; self.count += n
+        n = keep.sum()
+        # a batch without a labelled item adds 0 (the metric's NaN over no item is dropped by `where`)
+        self.total = self.total + torch.where(n > 0, self.func(learn.pred[keep], targ[keep]).float()*n, 0.)
+        self.count = self.count + n
     @property
-    def value(self): return self.total/self.count if self.count else None
+    def value(self):
+        count = int(self.count)
+        return float(self.total)/count if count else None
     @property
     def name(self): return 'labelled_' + getattr(self.func, 'func', self.func).__name__  # its own column beside fastai's

@@ -13,7 +13,6 @@ from fastcore.basics import patch, store_attr
 import warnings
 from .core import check_choice, check_span, plot_history, gather_rows
 from .table import LabelCallback, LabelTable, ModelReady
-from copy import deepcopy
 
 # %% auto #0
 __all__ = ['PLC', 'ProgressiveLabelCorrection']
@@ -60,8 +59,7 @@ class ProgressiveLabelCorrection(LabelCallback):
         store_attr('rule,warmup,theta_step,theta_min,average,delta,delta_step,delta_max,dry,window,min_tag_count')
         self._theta0, self._delta0 = (float(theta) if self.theta_dries else None), delta
         self.theta = self._theta0
-        self._ready_proto = deepcopy(ready)  # as given, before any fit: what a new set of items starts from
-        self.ready = (ready or ModelReady()) if warmup == 'model' else None
+        self._follow_model(ready, warmup == 'model')
         self.history = []  # per training epoch: epoch, threshold, corrections
         self._window = self._seen = None
 
@@ -82,7 +80,7 @@ class ProgressiveLabelCorrection(LabelCallback):
         self._init_state()
         self._epochs_before, self._resumed = 0, False
         self.history, self.delta, self.theta = [], self._delta0, self._theta0
-        if self.ready is not None: self.ready = deepcopy(self._ready_proto) if self._ready_proto is not None else ModelReady()
+        self._renew_ready()
         self.__dict__.pop('_tag_ok', None)
 
     # Events: LabelCallback does the shared work (table, soft loss, batch targets, readiness); PLC looks at predictions and writes corrections

@@ -5,6 +5,7 @@
 # %% ../nbs/table.ipynb #8b6ab867
 from __future__ import annotations
 import hashlib, warnings
+from copy import deepcopy
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -372,16 +373,18 @@ class HeldOutAccuracy(Callback):
     def before_epoch(self): self.last = None  # an epoch without a validation pass has no held-out accuracy
     def before_validate(self): self._right,self._n = 0.,0
     def after_batch(self):
+        "Add this batch's right answers and labelled items, on the device: no host sync per batch"
         if self.training or not self.yb or not isinstance(self.pred, Tensor): return
         y, p = self.yb[0], self.pred.detach()
         if y.ndim == 2 and p.shape == y.shape:  # multi-label: the share of tags on the right side of 0.5 (logits, so 0)
-            self._right += float(((p > 0) == (y > 0.5)).float().mean(1).sum()); self._n += len(y)
+            self._right = self._right + ((p > 0) == (y > 0.5)).float().mean(1).sum(); self._n = self._n + len(y)
         elif y.ndim == 1 and p.ndim == 2:
             lab = y != UNLABELLED  # partly labelled: the labelled items only
-            self._right += float((p.argmax(1)[lab] == y[lab]).sum()); self._n += int(lab.sum())
+            self._right = self._right + ((p.argmax(1) == y) & lab).sum(); self._n = self._n + lab.sum()
     def after_validate(self):
+        "The pass's accuracy, read once, all processes' shards together"
         if hasattr(self.learn, 'gather_preds'): return  # a get_preds pass, not one of the fit's validations
-        right, n = self._right, self._n
+        right, n = float(self._right), int(self._n)
         if is_distributed(): right, n = map(sum, zip(*gather_objects((right, n))))  # each process saw its shard
         self.last = right/n if n else None
 
@@ -447,6 +450,14 @@ class LabelCallback(Callback):
     def _new_items(self):
         "Forget the state of other items: this callback now trains on a training set its table was not made for"
         self.table = None
+
+    def _follow_model(self, ready:ModelReady|None, on:bool):
+        "Start when the model is ready (`on`): keep `ready` (default `ModelReady()`), and an unused copy for new items"
+        self._ready_given = deepcopy(ready)
+        self.ready = (ready or ModelReady()) if on else None
+    def _renew_ready(self):
+        "New items: readiness starts over, from the `ModelReady` as it was given"
+        if self.ready is not None: self.ready = deepcopy(self._ready_given) if self._ready_given is not None else ModelReady()
 
     @property
     def idx(self)->Tensor:
@@ -515,20 +526,22 @@ class LabelCallback(Callback):
             self.swap_loss(soft_loss_for(self.user_loss, self.table.multi_label))
         self._mixing = any(isinstance(cb, MixHandler) for cb in self.learn.cbs)
         self._distributed = is_distributed()
-        self._lrs, self._train_agreement = [], None
+        self._lr_first = self._lr_last = self._train_agreement = None
 
     def after_step(self):
-        "The learning rate of this training step, for `ready`"
-        if self.active and self.ready is not None: self._lrs.append(self.opt.hypers[-1]['lr'])
+        "The learning rate of this training step: the epoch's first and last tell `ready` whether it rose"
+        if self.active and self.ready is not None:
+            self._lr_last = self.opt.hypers[-1]['lr']
+            if self._lr_first is None: self._lr_first = self._lr_last
 
     def after_epoch(self):
         "Tell `ready` what the model showed in this epoch: held-out accuracy on the given labels, whether the learning rate rose"
-        if not self.active or self.ready is None or not getattr(self, '_lrs', None): return
+        if not self.active or self.ready is None or getattr(self, '_lr_first', None) is None: return
         acc = getattr(getattr(self.learn, 'held_out_accuracy', None), 'last', None)
         held_out = acc is not None
         if not held_out: acc = self._train_agreement  # no labelled validation items: the training predictions' agreement
         if acc is None: return
-        self.ready.update(acc, lr_rising=self._lrs[-1] > self._lrs[0]*(1 + 1e-6), majority=self.table.majority_share, held_out=held_out)
+        self.ready.update(acc, lr_rising=self._lr_last > self._lr_first*(1 + 1e-6), majority=self.table.majority_share, held_out=held_out)
 
     @property
     def user_loss(self):
