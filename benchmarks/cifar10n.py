@@ -53,11 +53,14 @@ NOISY_METHODS = ['plain', 'plc_diff', 'plc_ratio', 'softlabel', 'refinery', 'elr
 OOF_METHODS = ('softlabel', 'clean_drop', 'clean_weight', 'clean_relabel')  # rows that share one OOF per seed and label set
 PARTIAL_METHODS = ['partial_plain', 'temporal', 'pimodel']
 ALL_METHODS = NOISY_METHODS + PARTIAL_METHODS + ['sela']
-DIAGNOSTIC_METHODS = ['plc_diff_w50', 'plc_ratio_w50', 'elr_paper', 'elr_lam1', 'elr_s50', 'elr_model', 'plain_trace']  # plain_trace: plain, saving each epoch's training-pass softmax per item  # PLC with its correction phase starting half-way: a question, not a default
+PARTIAL_DIAGNOSTICS = ['temporal_w10', 'temporal_w30', 'pimodel_w30']  # consistency weights, unscaled by M/N
+DIAGNOSTIC_METHODS = PARTIAL_DIAGNOSTICS + ['plc_diff_w50', 'plc_ratio_w50', 'elr_paper', 'elr_lam1', 'elr_s50', 'elr_model', 'plain_trace']  # plain_trace: plain, saving each epoch's training-pass softmax per item  # PLC with its correction phase starting half-way: a question, not a default
 # what each row is compared with, as the md tables say it
 COMPARED = dict(plain='clean-label ceiling (plain on clean)', plc_diff='plain, same labels and seed', plc_ratio='plain, same labels and seed',
                 softlabel='plain, same labels and seed', refinery='plain (= its R1), same labels and seed',
                 partial_plain='plain on clean (all labels)', temporal='partial_plain, same seed', pimodel='partial_plain, same seed',
+                temporal_w10='partial_plain, same seed (diagnostic: w 10, not scaled by M/N)', temporal_w30='partial_plain, same seed (diagnostic: w 30, not scaled by M/N)',
+                pimodel_w30='partial_plain, same seed (diagnostic: w 30, not scaled by M/N)',
                 sela='k-means on pixels; random-weights network', plain_trace='plain, same labels and seed',
                 elr='plain, same labels and seed', clean_drop='plain, same labels and seed (time: + its OOF folds)',
                 clean_weight='plain, same labels and seed (time: + its OOF folds)', clean_relabel='plain, same labels and seed (time: + its OOF folds)',
@@ -404,10 +407,21 @@ def run_partial(args, method, seed, pool, test):
     frame = hide_labels(pool, 'clean', frac=args.labelled_frac, rows=~pool.is_valid.values, seed=seed, true_col=None)
     set_seed(seed)
     dls = make_dls(args, frame, 'clean', partial=True)
-    cbs = {'partial_plain': [], 'temporal': [TemporalEnsemble()], 'pimodel': [PiModel()]}[method]
+    cbs = {'partial_plain': [], 'temporal': [TemporalEnsemble()], 'pimodel': [PiModel()],
+           'temporal_w10': [TemporalEnsemble(w_max=10., scale_w=False)], 'temporal_w30': [TemporalEnsemble(w_max=30., scale_w=False)],
+           'pimodel_w30': [PiModel(w_max=30., scale_w=False)]}[method]
     learn = make_learner(args, dls, cbs)
     secs = fit(args, learn)
-    return dict(test_acc=test_accuracy(learn, test), seconds=secs, n_labelled=int(frame.loc[~frame.is_valid, 'clean'].notna().sum()))
+    row = dict(valid_curve=' '.join(f'{v[2]:.3f}' for v in learn.recorder.values))  # held-out rows, clean labels: what settings are chosen on
+    if cbs:  # the consistency term against the supervised one, per epoch: does it matter?
+        h = pd.DataFrame(cbs[0].history)
+        row['unsup_over_sup'] = ' '.join(f'{r:.3f}' for r in (h.w*h.unsup_loss/h.sup_loss.clip(lower=1e-12)))
+    if isinstance(cbs[0] if cbs else None, TemporalEnsemble) and not isinstance(cbs[0], PiModel):
+        pl = cbs[0].pseudo_labels()  # the unlabelled training items' ensemble targets against their clean labels
+        row['targets_right'] = float((pl.label.values == pool.loc[pl.index, 'clean'].values).mean())
+    row.update(test_acc=test_accuracy(learn, test), seconds=secs, valid_clean_acc=valid_clean_accuracy(learn, pool),
+               n_labelled=int(frame.loc[~frame.is_valid, 'clean'].notna().sum()))
+    return row
 
 
 def run_sela(args, seed, pool, test):
@@ -541,9 +555,9 @@ def plan(args):
     rows += [(first, 'plc_ratio', s0)] if 'plc_ratio' in args.methods else []  # the official rule next to the paper's
     rows += [(first, m, s) for s in args.seeds for m in core]
     rows += [(lab, m, s) for s in args.other_seeds for lab in args.labels for m in NOISY_METHODS if m in args.methods and m not in core]
-    rows += [(f'clean_{args.labelled_frac:.0%}', m, s) for s in args.other_seeds for m in PARTIAL_METHODS if m in args.methods]
+    rows += [(f'clean_{args.labelled_frac:.0%}', m, s) for s in args.other_seeds for m in PARTIAL_METHODS + PARTIAL_DIAGNOSTICS if m in args.methods]
     rows += [('none', 'sela', s) for s in args.other_seeds if 'sela' in args.methods]
-    rows += [(lab, m, s) for s in args.other_seeds for lab in args.labels for m in DIAGNOSTIC_METHODS if m in args.methods]
+    rows += [(lab, m, s) for s in args.other_seeds for lab in args.labels for m in DIAGNOSTIC_METHODS if m in args.methods and m not in PARTIAL_DIAGNOSTICS]
     return list(dict.fromkeys(rows))  # each row once
 
 
@@ -564,8 +578,8 @@ def main(argv=None):
             print(f'skip (done): {key}', flush=True); continue
         print(f'run: {key}', flush=True)
         t = time.perf_counter()
-        if method in NOISY_METHODS + DIAGNOSTIC_METHODS: r = run_noisy(args, method, labels, seed, pool, test)
-        elif method in PARTIAL_METHODS: r = run_partial(args, method, seed, pool, test)
+        if method in PARTIAL_METHODS + PARTIAL_DIAGNOSTICS: r = run_partial(args, method, seed, pool, test)
+        elif method in NOISY_METHODS + DIAGNOSTIC_METHODS: r = run_noisy(args, method, labels, seed, pool, test)
         else: r = run_sela(args, seed, pool, test)
         row = dict(**key, **r, total_seconds=time.perf_counter() - t, compared_with=COMPARED[method],
                    machine=f'{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}',
@@ -665,7 +679,7 @@ def report(path:Path, cmd:str):
             lines += ['### Label audit on the OOF probabilities (labelcb `label_audit` vs cleanlab `find_label_issues`, both prune_by_noise_rate)\n',
                       'Precision: flagged items whose label differs from `clean`; recall: such items flagged.\n',
                       md_table(audit[cols].round(3)), '']
-        part = g[g.method.isin(PARTIAL_METHODS)]
+        part = g[g.method.isin(PARTIAL_METHODS + PARTIAL_DIAGNOSTICS)]
         if len(part):
             rows = []
             for m, h in part.groupby('method', sort=False):

@@ -42,6 +42,11 @@ class PartialCategorize(Categorize):
             labels = _as_ints([o for o in dsets if not _missing(o)])
             if not labels: raise ValueError('no training item has a label: PartialCategoryBlock needs some labelled items '
                                             '(for no labels at all, see SelfLabelSinkhorn)')
+            text = [isinstance(o, str) for o in labels]
+            if any(text) and not all(text):  # 3 and '3' would be two classes, and fastai cannot sort them
+                eg = (next(o for o in labels if isinstance(o, str)), next(o for o in labels if not isinstance(o, str)))
+                raise TypeError(f'the labels mix text and numbers (e.g. {eg[0]!r} and {eg[1]!r}): make the label column one type, '
+                                "e.g. df[col] = df[col].map(lambda v: v if pd.isna(v) else str(v))")
             self.vocab = CategoryMap(labels, sort=self.sort)
         self.c = len(self.vocab)
 

@@ -288,13 +288,28 @@ def to_df(self:LabelTable,
 @patch
 def apply_to(self:LabelTable,
     df:pd.DataFrame, # The user's source frame, whose index the table's ids come from
-    label_col:str, # Column to write the current labels into (in the copy)
+    label_col:str|list, # Column to write the current labels into (in the copy), or the 0/1 columns, one per class, the labels came from
 )->pd.DataFrame:
     "A copy of `df` whose `label_col` holds the current labels of the training rows that have one; other rows are as they were"
+    if isinstance(label_col, (list, tuple)): return self._apply_one_hot(df, list(label_col))
     has = self.labelled.numpy()  # an item still without a label keeps the frame's own missing value
     new = pd.Series(np.asarray(self.to_df()['label'].values)[has], index=self.ids[has])
     if not self.multi_label and label_col in df: new = new.astype(df[label_col].dtype, errors='ignore')
     return write_labels(df, label_col, new, self.ids)
+
+@patch
+def _apply_one_hot(self:LabelTable, df:pd.DataFrame, cols:list)->pd.DataFrame:
+    "`apply_to` for one 0/1 column per class: each column gets its class's current 0/1 of each labelled training item"
+    names = [str(v) for v in self.vocab]
+    if sorted(map(str, cols)) != sorted(names): raise ValueError(
+        f'the label columns {cols} are not the classes {list(self.vocab)}: pass the 0/1 columns the DataLoaders were made from')
+    has = self.labelled.numpy()
+    now = (self.targets >= 0.5).cpu().numpy() if self.multi_label else np.eye(self.c, dtype=bool)[self.labels.numpy().clip(min=0)]
+    res = df
+    for col in cols:
+        new = pd.Series(now[has, names.index(str(col))].astype(int), index=self.ids[has])
+        res = write_labels(res, col, new.astype(df[col].dtype, errors='ignore') if col in df else new, self.ids)
+    return res
 
 # %% ../nbs/table.ipynb #7288336f
 @patch

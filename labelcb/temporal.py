@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from fastai.torch_core import Module
+from fastai.callback.core import CancelBatchException
 from fastcore.basics import patch, store_attr
 from .core import write_labels, check_choice, check_span, plot_history, gather_rows
 from .table import LabelCallback, LabelTable, UNLABELLED, label_names
@@ -157,7 +158,10 @@ class TemporalEnsemble(LabelCallback):
         if hasattr(self.learn, 'gather_preds') or not len(self.yb): return
         keep = self.yb[0] != UNLABELLED
         if keep.all(): return
-        self.learn.xb, self.learn.yb = tuple(x[keep] for x in self.xb), (tuple(y[keep] for y in self.yb) if keep.any() else ())
+        if not keep.any():  # no labelled item: skip the batch (an empty one breaks reshapes such as fastai's Flatten)
+            self.learn.xb, self.learn.yb = (), ()
+            raise CancelBatchException
+        self.learn.xb, self.learn.yb = tuple(x[keep] for x in self.xb), tuple(y[keep] for y in self.yb)
 
     def after_loss(self):
         if not (self.training and self.active): return
@@ -193,17 +197,34 @@ class PiModel(TemporalEnsemble):
     def __init__(self,
         w_max:float=100., # Maximum weight of the consistency term (before the M/N scaling)
         rampup:float|int=0.25, # Ramp-up of w: a fraction of each fit's epochs (float) or a number of epochs (int)
-        augment=None, # Optional function `xb -> xb` for the second pass, e.g. `RandomTranslate(2)`; default: same input, new noise and dropout
+        augment='shift', # Second pass's input: 'shift' shifts each image by up to 1/16 of its side (the paper's ±2 px on 32 px); a function `xb -> xb`, e.g. `RandomTranslate(2)`; None: the same input (only the model's own noise, such as dropout, differs)
         scale_w:bool=True, # Scale w_max by M/N (official code)
         sup_norm:str='batch', # 'batch' (official) or 'labelled'
         table:LabelTable|None=None, # A label table to start from
     ):
         super().__init__(alpha=0., w_max=w_max, rampup=rampup, scale_w=scale_w, sup_norm=sup_norm, table=table)
+        if not (augment is None or augment == 'shift' or callable(augment)): raise ValueError(
+            f"augment is 'shift', None or a function xb -> xb, not {augment!r}")
         store_attr('augment')
+
+    def _second_input(self, x):
+        "The second pass's input: `x` perturbed by `augment`"
+        if self.augment is None: return x
+        if self.augment != 'shift': return self.augment(x)
+        if not (torch.is_tensor(x) and x.ndim == 4 and x.is_floating_point()): return x  # not a batch of images: the model's own noise only
+        return RandomTranslate(max(1, round(min(x.shape[-2:])/16)))(x)
+
+    def after_train(self):
+        "Update as the base does; warn if the epoch's consistency term was zero"
+        super().after_train()
+        h = self.history[-1] if self.active and self.history else None
+        if h and h['w'] and not h['unsup_loss']: warnings.warn(  # nothing differs between the passes: the method does nothing
+            "PiModel: the two passes of each batch gave the same predictions, so the consistency term is 0: give the second pass "
+            "its own perturbation (augment='shift' or a function) or use a model with dropout")
 
     def after_loss(self):
         if self.training and self.active and self.unsup_weight:
-            xb = self.xb if self.augment is None else tuple(self.augment(x) for x in self.xb)
+            xb = tuple(self._second_input(x) for x in self.xb)
             second = F.softmax(self.model(*xb).float(), -1)
             unsup = consistency_mse(F.softmax(self.pred.float(), -1), second, torch.ones(len(second), device=second.device))
             self.loss_func.unsup_value = unsup.detach()
