@@ -52,7 +52,8 @@ KEY = ['labels', 'method', 'seed', 'n_train', 'epochs', 'width', 'precision']
 NOISY_METHODS = ['plain', 'plc_diff', 'plc_ratio', 'softlabel', 'refinery', 'elr', 'clean_drop', 'clean_weight', 'clean_relabel']
 OOF_METHODS = ('softlabel', 'clean_drop', 'clean_weight', 'clean_relabel')  # rows that share one OOF per seed and label set
 PARTIAL_METHODS = ['partial_plain', 'temporal', 'pimodel']
-ALL_METHODS = NOISY_METHODS + PARTIAL_METHODS + ['sela']
+SELA_METHODS = {'sela': (10, 1), 'sela_paper': (128, 10)}  # (K, heads); sela_paper: the paper's CIFAR setting
+ALL_METHODS = NOISY_METHODS + PARTIAL_METHODS + ['sela', 'sela_paper']
 PARTIAL_DIAGNOSTICS = ['temporal_w10', 'temporal_w30', 'pimodel_w30']  # consistency weights, unscaled by M/N
 DIAGNOSTIC_METHODS = PARTIAL_DIAGNOSTICS + ['plc_diff_w50', 'plc_ratio_w50', 'elr_paper', 'elr_lam1', 'elr_s50', 'elr_model', 'plain_trace']  # plain_trace: plain, saving each epoch's training-pass softmax per item  # PLC with its correction phase starting half-way: a question, not a default
 # what each row is compared with, as the md tables say it
@@ -61,7 +62,7 @@ COMPARED = dict(plain='clean-label ceiling (plain on clean)', plc_diff='plain, s
                 partial_plain='plain on clean (all labels)', temporal='partial_plain, same seed', pimodel='partial_plain, same seed',
                 temporal_w10='partial_plain, same seed (diagnostic: w 10, not scaled by M/N)', temporal_w30='partial_plain, same seed (diagnostic: w 30, not scaled by M/N)',
                 pimodel_w30='partial_plain, same seed (diagnostic: w 30, not scaled by M/N)',
-                sela='k-means on pixels; random-weights network', plain_trace='plain, same labels and seed',
+                sela='k-means on pixels; random-weights network', sela_paper='k-means on pixels; random-weights network (K=128, 10 heads)', plain_trace='plain, same labels and seed',
                 elr='plain, same labels and seed', clean_drop='plain, same labels and seed (time: + its OOF folds)',
                 clean_weight='plain, same labels and seed (time: + its OOF folds)', clean_relabel='plain, same labels and seed (time: + its OOF folds)',
                 elr_paper='plain, same labels and seed (diagnostic: ELR as the paper sets it)', elr_lam1='plain, same labels and seed (diagnostic: ELR λ=1)',
@@ -222,10 +223,10 @@ class TrainTrace:
         return _TrainTrace()
 
 
-def make_learner(args, dls, cbs=()):
+def make_learner(args, dls, cbs=(), metrics=True):
     from fastai.vision.all import Learner, accuracy, ProgressCallback
     cbs = list(cbs) + ([CPUBFloat16()] if getattr(args, 'precision', 'fp32') == 'bf16' else [])
-    metrics = [accuracy] + [m for m in [CleanValidAccuracy(dls)] if m is not None]
+    metrics = ([accuracy] + [m for m in [CleanValidAccuracy(dls)] if m is not None]) if metrics else []
     learn = Learner(dls, cifar_resnet(dls.c, args.width), metrics=metrics, cbs=cbs)
     learn.remove_cb(ProgressCallback)
     return learn
@@ -424,37 +425,47 @@ def run_partial(args, method, seed, pool, test):
     return row
 
 
-def run_sela(args, seed, pool, test):
-    "SeLa on the training images (labels unused), scored against `clean`; k-means on pixels and a random network as baselines"
+def run_sela(args, seed, pool, test, k=10, heads=1):
+    """SeLa on the training images (labels unused), scored against `clean`: head 0's clusters (NMI, ARI, matched accuracy) and a
+    linear probe on the features before the heads; k-means on pixels and a random network of the same shape as baselines, at K=10
+    and, if `k` differs, at K=k too (NMI grows with the number of clusters)"""
     from fastai.vision.all import set_seed
     from sklearn.cluster import KMeans
     from labelcb.selflabel import SelfLabelSinkhorn, cluster_scores, head_features, probe_accuracy
     train = pool[~pool.is_valid]
     set_seed(seed)
     dls = make_dls(args, pool, 'clean')
-    row = {}
+    row = dict(sela_k=k, sela_heads=heads)
+    ks = [10] + ([k] if k != 10 else [])
     # baselines: raw pixels, and a random-weights network of the same shape
     t = time.perf_counter()
     from PIL import Image
     def pixels(frame): return np.stack([np.asarray(Image.open(Path(args.data)/f), dtype=np.float32).ravel()/255 for f in frame.file])
-    ptr, pte = pixels(train), pixels(test)
-    km = cluster_scores(KMeans(10, n_init=3, random_state=seed).fit_predict(ptr), train.clean.values)
-    row.update({f'kmeans_pixels_{k}': km[k] for k in ('nmi', 'ari', 'acc')}, kmeans_seconds=time.perf_counter() - t)
+    ptr = pixels(train)
+    for kk in ks:
+        sfx = '' if kk == 10 else f'_k{kk}'
+        km = cluster_scores(KMeans(kk, n_init=3, random_state=seed).fit_predict(ptr), train.clean.values)
+        row.update({f'kmeans_pixels_{m}{sfx}': km[m] for m in ('nmi', 'ari', 'acc')})
+    row['kmeans_seconds'] = time.perf_counter() - t
     set_seed(seed)
     rnd = make_learner(args, dls)
     ftr, ytr = head_features(rnd, train); fte, yte = head_features(rnd, test.assign(is_valid=True))
-    kr = cluster_scores(KMeans(10, n_init=3, random_state=seed).fit_predict(ftr), train.clean.values)
-    row.update({f'random_net_{k}': kr[k] for k in ('nmi', 'ari', 'acc')}, random_net_probe=probe_accuracy(ftr, ytr, fte, yte))
+    for kk in ks:
+        sfx = '' if kk == 10 else f'_k{kk}'
+        kr = cluster_scores(KMeans(kk, n_init=3, random_state=seed).fit_predict(ftr), train.clean.values)
+        row.update({f'random_net_{m}{sfx}': kr[m] for m in ('nmi', 'ari', 'acc')})
+    row['random_net_probe'] = probe_accuracy(ftr, ytr, fte, yte)
     set_seed(seed)
-    sela = SelfLabelSinkhorn(k=10, lam=10., seed=seed)
-    learn = make_learner(args, dls, [sela])
+    sela = SelfLabelSinkhorn(k=k, heads=heads, lam=10., seed=seed)
+    learn = make_learner(args, dls, [sela], metrics=False)  # clusters are not classes (and several heads are not one output)
     secs = fit(args, learn)
-    s = sela.scores()  # against the labels of the training items (clean here: the DataLoaders were made on `clean`)
-    row.update({f'sela_{k}': s[k] for k in ('nmi', 'ari', 'acc')}, seconds=secs)
+    s = sela.scores()  # head 0 against the labels of the training items (clean here: the DataLoaders were made on `clean`)
+    row.update({f'sela_{m}': s[m] for m in ('nmi', 'ari', 'acc')}, seconds=secs)
     ftr, ytr = head_features(learn, train); fte, yte = head_features(learn, test.assign(is_valid=True))
     row['sela_probe'] = probe_accuracy(ftr, ytr, fte, yte)
     preds, _ = learn.get_preds(dl=learn.dls.test_dl(test, with_labels=False))
-    row['test_acc'] = float(cluster_scores(preds.argmax(1).numpy(), test.clean.values)['acc'])  # clusters matched to classes
+    p0 = preds if preds.ndim == 2 else preds[:, 0]  # head 0
+    row['test_acc'] = float(cluster_scores(p0.argmax(-1).numpy(), test.clean.values)['acc'])  # clusters matched to classes
     return row
 
 
@@ -556,7 +567,7 @@ def plan(args):
     rows += [(first, m, s) for s in args.seeds for m in core]
     rows += [(lab, m, s) for s in args.other_seeds for lab in args.labels for m in NOISY_METHODS if m in args.methods and m not in core]
     rows += [(f'clean_{args.labelled_frac:.0%}', m, s) for s in args.other_seeds for m in PARTIAL_METHODS + PARTIAL_DIAGNOSTICS if m in args.methods]
-    rows += [('none', 'sela', s) for s in args.other_seeds if 'sela' in args.methods]
+    rows += [('none', m, s) for s in args.other_seeds for m in SELA_METHODS if m in args.methods]
     rows += [(lab, m, s) for s in args.other_seeds for lab in args.labels for m in DIAGNOSTIC_METHODS if m in args.methods and m not in PARTIAL_DIAGNOSTICS]
     return list(dict.fromkeys(rows))  # each row once
 
@@ -580,7 +591,7 @@ def main(argv=None):
         t = time.perf_counter()
         if method in PARTIAL_METHODS + PARTIAL_DIAGNOSTICS: r = run_partial(args, method, seed, pool, test)
         elif method in NOISY_METHODS + DIAGNOSTIC_METHODS: r = run_noisy(args, method, labels, seed, pool, test)
-        else: r = run_sela(args, seed, pool, test)
+        else: r = run_sela(args, seed, pool, test, *SELA_METHODS[method])
         row = dict(**key, **r, total_seconds=time.perf_counter() - t, compared_with=COMPARED[method],
                    machine=f'{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}',
                    finished=time.strftime('%Y-%m-%d %H:%M'))
@@ -688,12 +699,12 @@ def report(path:Path, cmd:str):
                                  gain_over_plain='' if m == 'partial_plain' else f'{(h.set_index("seed").test_acc - base.test_acc).mean():+.3f}',
                                  time_vs_plain='' if m == 'partial_plain' else f'{(h.set_index("seed").seconds/base.seconds).mean():.2f}x'))
             lines += ['### Partly labelled\n', md_table(pd.DataFrame(rows)), '']
-        sela = g[g.method == 'sela']
+        sela = g[g.method.isin(list(SELA_METHODS))]
         if len(sela):
             cols = [c for c in sela.columns if c.startswith(('sela_', 'kmeans_pixels_', 'random_net_'))] + ['test_acc', 'seconds']
-            lines += ['### No labels (SelfLabelSinkhorn, K=10, λ=10, one head)\n', 'NMI/ARI/acc (Hungarian) of the training clusters '
+            lines += ['### No labels (SelfLabelSinkhorn, λ=10: `sela` K=10, one head; `sela_paper` K=128, 10 heads, scored on head 0)\n', 'NMI/ARI/acc (Hungarian) of the training clusters '
                       'against `clean`; probe: logistic regression on the features before the head, test accuracy; test_acc: '
-                      "SeLa's test clusters matched to classes.\n", md_table(sela[['seed'] + cols].round(3)), '']
+                      "SeLa's test clusters matched to classes.\n", md_table(sela[['method', 'seed'] + cols].round(3)), '']
     (path.with_suffix('.md')).write_text('\n'.join(lines) + '\n')
     hl = headline(df)
     if hl: path.with_name(path.stem + '_headline.md').write_text(hl)

@@ -199,13 +199,16 @@ def clusters(self:SelfLabelSinkhorn)->pd.DataFrame:
 
 def cluster_scores(
     clusters, # Cluster of each item (ints)
-    truth, # True class of each item (any hashable labels)
+    truth, # True class of each item (any hashable labels); an item without one (NaN, None, '') is left out
 )->dict: # nmi, ari, acc (one-to-one Hungarian matching), acc_majority (each cluster → its most common class)
-    "How well clusters match classes: NMI, ARI, and accuracy after matching clusters to classes"
+    "How well clusters match classes: NMI, ARI, and accuracy after matching clusters to classes, over the items that have a class"
     from sklearn.metrics import normalized_mutual_info_score, adjusted_rand_score
     from scipy.optimize import linear_sum_assignment
-    c = np.asarray(clusters); t = pd.factorize(np.asarray(truth))[0]
-    if len(c) != len(t): raise ValueError(f'{len(c)} cluster labels for {len(t)} true labels')
+    c, truth = np.asarray(clusters), np.asarray(truth, dtype=object)
+    if len(c) != len(truth): raise ValueError(f'{len(c)} cluster labels for {len(truth)} true labels')
+    has = np.array([not (v is None or (isinstance(v, str) and not v.strip()) or (np.ndim(v) == 0 and pd.isna(v))) for v in truth])
+    if not has.any(): raise ValueError('no item has a true class to score the clusters against')
+    c, t = c[has], pd.factorize(truth[has])[0]  # an unlabelled item is not a class of its own
     m = np.zeros((c.max()+1, t.max()+1)); np.add.at(m, (c, t), 1)
     rows, cols = linear_sum_assignment(-m)
     return dict(nmi=normalized_mutual_info_score(t, c), ari=adjusted_rand_score(t, c),
