@@ -30,6 +30,7 @@ class SoftCrossEntropyLoss(Module):
         weight:Tensor|None=None, # Class weights, as for `F.cross_entropy`
         reduction:str='mean', # 'mean', 'sum' or 'none'
         label_smoothing:float=0., # ε: each target row becomes (1-ε)·row + ε/C (rows of unlabelled items stay zero)
+        weighted_smoothing:bool=True, # Class weights weigh the smoothing part too (PyTorch's `CrossEntropyLoss`); False: fastai's `LabelSmoothingCrossEntropy`, whose smoothing part is unweighted and averaged over items
     ):
         if reduction not in ('mean', 'sum', 'none'): raise ValueError(f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
         if not 0 <= label_smoothing <= 1: raise ValueError(f'label_smoothing is a fraction in [0, 1], not {label_smoothing!r}')
@@ -47,12 +48,21 @@ class SoftCrossEntropyLoss(Module):
             f"probability targets must have the logits' shape {tuple(inp.shape)}, got {tuple(targ.shape)}")
         targ = targ.to(inp.dtype)
         w = self.weight.to(targ) if self.weight is not None else None
+        if w is not None and self.label_smoothing and not self.weighted_smoothing: return self._fastai_smoothing(inp, targ, w)
         # weighted mean divides by the targets' total weight before smoothing, as F.cross_entropy does for class indices
         denom = (targ*w).sum() if w is not None else None
         if self.label_smoothing: targ = torch.lerp(targ, targ.sum(-1, keepdim=True)/inp.shape[-1], self.label_smoothing)
         if w is not None: targ = targ*w
         loss = -(targ*F.log_softmax(inp, dim=-1)).sum(-1)
         return _reduce(loss, self.reduction, denom)
+
+    def _fastai_smoothing(self, inp, targ, w):
+        "fastai's `LabelSmoothingCrossEntropy(weight, eps)` on probability targets: ε/C·(−Σ log p) per item, unweighted, plus (1−ε)·weighted cross-entropy"
+        lp, eps = F.log_softmax(inp, dim=-1), self.label_smoothing
+        mass = targ.sum(-1)  # 1 for a labelled item, 0 for an unlabelled one (no loss)
+        smooth, nll = -lp.sum(-1)*mass/inp.shape[-1], -(targ*w*lp).sum(-1)
+        if self.reduction == 'mean': return eps*smooth.sum()/mass.sum().clamp(min=1e-12) + (1 - eps)*nll.sum()/(targ*w).sum().clamp(min=1e-12)
+        return _reduce(eps*smooth + (1 - eps)*nll, self.reduction)
 
     def activation(self, x:Tensor)->Tensor: return F.softmax(x, dim=-1)
     def decodes(self, x:Tensor)->Tensor: return x.argmax(dim=-1)
@@ -110,7 +120,7 @@ def soft_loss_for(
         _settings(base, ['weight', 'reduction', 'label_smoothing'], dict(ignore_index=-100))
         return SoftCrossEntropyLoss(weight=base.weight, reduction=base.reduction, label_smoothing=base.label_smoothing)
     if not multi_label and type(base) is LabelSmoothingCrossEntropy:  # fastai's smoothing loss (and its Flat version)
-        return SoftCrossEntropyLoss(weight=base.weight, reduction=base.reduction, label_smoothing=base.eps)
+        return SoftCrossEntropyLoss(weight=base.weight, reduction=base.reduction, label_smoothing=base.eps, weighted_smoothing=False)
     if multi_label and type(base) is nn.BCEWithLogitsLoss:
         return SoftBCEWithLogitsLoss(weight=base.weight, pos_weight=base.pos_weight, reduction=base.reduction,
                                      thresh=getattr(loss_func, 'thresh', 0.5))

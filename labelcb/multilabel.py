@@ -83,7 +83,11 @@ def _as_np(x)->np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 def _prob_target_arrays(probs, targets)->tuple:
-    "Probabilities and boolean targets as (N, K) arrays, checked"
+    "Probabilities and boolean targets as (N, K) arrays, checked; two DataFrames are matched by class name, not position"
+    if isinstance(probs, pd.DataFrame) and isinstance(targets, pd.DataFrame) and list(probs.columns) != list(targets.columns):
+        if set(map(str, probs.columns)) != set(map(str, targets.columns)): raise ValueError(
+            f'probs and targets name different classes ({list(probs.columns)} and {list(targets.columns)}): pass the same columns')
+        targets = targets.rename(columns=str)[[str(c) for c in probs.columns]]  # the targets' columns in the probabilities' order
     p, t = _as_np(probs), _as_np(targets)
     if p.ndim != 2 or p.shape != t.shape: raise ValueError(f'probabilities {p.shape} and targets {t.shape} must both be (items, classes)')
     if np.isnan(p).any() or p.min() < 0 or p.max() > 1: raise ValueError('probs must be probabilities in [0, 1] (sigmoid outputs, not logits)')

@@ -314,11 +314,16 @@ def _apply_one_hot(self:LabelTable, df:pd.DataFrame, cols:list)->pd.DataFrame:
 # %% ../nbs/table.ipynb #7288336f
 @patch
 def repair_scores(self:LabelTable,
-    true_labels, # True label per training item, in table order: class indices (or names in `vocab`)
+    true_labels, # True label per training item, in table order: class names in `vocab` (or class indices, where the names are not integers)
 )->dict:
     "Quality of the label changes against known true labels: changed, precision, recall, broken"
     true = np.asarray(true_labels)
-    if true.dtype.kind not in 'iu': true = np.array([self.vocab.index(v) for v in true.tolist()])
+    int_names = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in self.vocab)
+    if true.dtype.kind not in 'iu' or int_names:  # integer class names (3, 5, 7) are names, never positions
+        pos = {str(v): i for i, v in enumerate(self.vocab)}
+        unknown = sorted({str(v) for v in true.tolist()} - set(pos))
+        if unknown: raise ValueError(f'true labels {unknown[:5]} are not classes of the table ({list(self.vocab)[:10]})')
+        true = np.array([pos[str(v)] for v in true.tolist()])
     if self.multi_label: raise NotImplementedError('repair_scores is for single-label tables')
     now, orig, ch = self.labels.numpy(), self.original.numpy(), self.changed.numpy()
     wrong = orig != true

@@ -38,8 +38,10 @@ class ConsistencyLoss(Module):
         sup_norm:str='batch', # 'batch': cross-entropy summed over labelled items / batch size (official); 'labelled': / labelled items
         weight:Tensor|None=None, # Class weights of the cross-entropy
         label_smoothing:float=0., # Label smoothing of the cross-entropy (an unlabelled item's zero row stays zero)
+        weighted_smoothing:bool=True, # Class weights weigh the smoothing part too (PyTorch's rule; False: fastai's `LabelSmoothingCrossEntropy`)
     ):
-        self.w,self.sup_norm,self.ce = w,sup_norm,SoftCrossEntropyLoss(weight=weight, reduction='none', label_smoothing=label_smoothing)
+        self.w,self.sup_norm = w,sup_norm
+        self.ce = SoftCrossEntropyLoss(weight=weight, reduction='none', label_smoothing=label_smoothing, weighted_smoothing=weighted_smoothing)
         self.sup_value = self.unsup_value = 0.
 
     def supervised(self, pred:Tensor, y:Tensor)->Tensor:
@@ -132,7 +134,7 @@ class TemporalEnsemble(LabelCallback):
             f"{type(self).__name__}'s loss is a mean over the batch, as the paper's; reduction={soft.reduction!r} has no counterpart: "
             "leave reduction at 'mean'")
         self.swap_loss(ConsistencyLoss(self.unsup_weight, self.sup_norm, weight=getattr(soft, 'weight', None),
-                                       label_smoothing=getattr(soft, 'label_smoothing', 0.)))
+                                       label_smoothing=getattr(soft, 'label_smoothing', 0.), weighted_smoothing=getattr(soft, 'weighted_smoothing', True)))
         self._sums, self._n = torch.zeros(2, device=dev), 0  # sup and unsup loss summed over items, on the device: no sync per batch
 
     def _move_state(self, device):
