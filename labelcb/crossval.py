@@ -55,8 +55,14 @@ class KFoldResult:
         return pd.Series(label_names(self.vocab, p > 0.5 if self.multi_label else p.argmax(1)), index=self.probs.index, name='predicted')
     @property
     def oof_accuracy(self)->float:
-        "Agreement of the OOF predictions with the given labels (per tag for multi-label)"
-        return self._accuracy(self.targets, self.probs.to_numpy())
+        "Agreement of the OOF predictions with the given labels (per tag for multi-label), over the items that have them"
+        ok = self._predicted_rows()
+        return self._accuracy(self.targets[ok], self.probs.to_numpy()[ok])
+    def _predicted_rows(self, warn:bool=False)->np.ndarray:
+        "Items with OOF probabilities (a row of NaN is an item no fold predicted: not a prediction of class 0)"
+        ok = np.isfinite(self.probs.to_numpy()).all(1)
+        if warn and not ok.all(): warnings.warn(f'{int((~ok).sum())} items have no OOF probabilities (NaN rows): scored without them')
+        return ok
     def _accuracy(self, y, p)->float:
         "Argmax accuracy, or per-tag accuracy at 0.5 for multi-label"
         return float(((p > 0.5) == y.astype(bool)).mean() if self.multi_label else (p.argmax(1) == y).mean())
@@ -84,7 +90,8 @@ class KFoldResult:
             else: raise ValueError(f"metric is 'accuracy', 'roc_auc' or a function metric(y_true, probs), not {metric!r}")
         elif callable(metric): fn, onehot = metric, (self.multi_label if onehot is None else onehot)
         else: raise TypeError(f"metric is 'accuracy', 'roc_auc' or a function metric(y_true, probs), not {metric!r}")
-        y, p, folds = (self.onehot_targets() if onehot else self.targets), self.probs.to_numpy(), self.folds.to_numpy()
+        ok = self._predicted_rows(warn=True)
+        y, p, folds = (self.onehot_targets() if onehot else self.targets)[ok], self.probs.to_numpy()[ok], self.folds.to_numpy()[ok]
         res = {int(f): fn(y[folds == f], p[folds == f]) for f in sorted(set(folds))}
         res['oof'] = fn(y, p)
         return pd.Series(res, name=metric if isinstance(metric, str) else getattr(metric, '__name__', 'metric'))
@@ -188,7 +195,7 @@ def blend(
             f'frame {k} has other items or classes than frame 0: blend predictions of the same items and classes')
     w = np.ones(len(probs)) if weights is None else np.asarray(weights, float)
     if len(w) != len(probs) or (w < 0).any() or w.sum() == 0: raise ValueError(f'{len(probs)} frames need as many non-negative weights, not {weights!r}')
-    return sum(wi*p for wi, p in zip(w/w.sum(), probs))
+    return sum(wi*p for wi, p in zip(w/w.sum(), probs) if wi > 0)  # a frame of weight 0 adds nothing, not even its NaN
 
 # %% ../nbs/crossval.ipynb #76cba799
 def image_oof(

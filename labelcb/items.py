@@ -14,7 +14,7 @@ from .core import check_choice, is_distributed, gather_rows
 from copy import copy
 
 # %% auto #0
-__all__ = ['TensorItemIdx', 'indexed_loader', 'ItemIndex', 'ensure_item_index', 'predict_items']
+__all__ = ['TensorItemIdx', 'indexed_loader', 'ItemIndex', 'add_helper', 'ensure_item_index', 'UsesItemIndex', 'predict_items']
 
 # %% ../nbs/items.ipynb #05c347b7
 class TensorItemIdx(TensorBase):
@@ -79,13 +79,30 @@ class ItemIndex(Callback):
         self._orig,self.idx = None,None
 
 # %% ../nbs/items.ipynb #66ce9227
-def ensure_item_index(learn)->ItemIndex:
-    "The `ItemIndex` callback of `learn`, added first if it has none"
-    cb = getattr(learn, 'item_index', None)
-    if not isinstance(cb, ItemIndex):
-        cb = ItemIndex()
+def add_helper(learn, cls:type):
+    "The `cls` callback of `learn`, added if it has none, as a helper: it leaves with the last `UsesItemIndex` callback"
+    cb = next((c for c in learn.cbs if isinstance(c, cls)), None)
+    if cb is None:
+        cb = cls()
+        cb._helper = True  # ours to remove; one the user added stays
         learn.add_cb(cb)
     return cb
+
+def ensure_item_index(learn)->ItemIndex:
+    "The `ItemIndex` callback of `learn`, added first if it has none (and then removed with the last `UsesItemIndex` callback)"
+    return add_helper(learn, ItemIndex)
+
+class UsesItemIndex:
+    "Mixin of callbacks that need `ItemIndex` (or other helpers of `add_helper`): when the last of them leaves a learner (`remove_cb`, the end of `fit(cbs=...)`), so do the helpers"
+    def __setattr__(self, name, value):
+        old = self.__dict__.get('learn') if name == 'learn' and value is None else None
+        super().__setattr__(name, value)
+        if old is not None: _release_helpers(old, self)  # fastai's remove_cb sets `learn` to None
+
+def _release_helpers(learn, leaving):
+    "Remove the helpers `add_helper` added to `learn` if no `UsesItemIndex` callback but `leaving` is left"
+    if any(isinstance(c, UsesItemIndex) and c is not leaving for c in learn.cbs): return
+    for c in [c for c in learn.cbs if getattr(c, '_helper', False)]: learn.remove_cb(c)
 
 # %% ../nbs/items.ipynb #294c3815
 @torch.no_grad()

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from fastai.callback.core import Callback
 from fastai.torch_core import Module
-from fastcore.basics import store_attr, patch
+from fastcore.basics import store_attr, patch, noop
 from fastprogress.fastprogress import progress_bar
-from .items import ItemIndex, ensure_item_index, TensorItemIdx, predict_items
+from .items import ItemIndex, ensure_item_index, UsesItemIndex, TensorItemIdx, predict_items
 from .core import dataset_targets, item_ids, check_choice, rank_and_world, is_distributed, broadcast_object
 from .table import label_names
 from .sinkhorn import sinkhorn_knopp
@@ -77,7 +77,12 @@ class SelfLabelLoss(Module):
         heads:int=1, # Number of heads of the model
         reduction:str='mean', # 'mean', 'sum' or 'none' (per item, averaged over heads)
     ): store_attr()
+    def _user(self):
+        "The user's own loss once the `SelfLabelSinkhorn` that put this loss in is off the learner (`remove_cb`, end of `fit(cbs=...)`), else None"
+        owner, user = self.__dict__.get('_owner'), self.__dict__.get('_labelcb_user_loss')
+        return user if owner is not None and user is not None and getattr(owner, 'learn', None) is None else None
     def forward(self, pred:Tensor, target:Tensor)->Tensor:
+        if (user := self._user()) is not None: return user(pred, target)
         logits = pred.float().view(pred.shape[0], self.heads, -1)
         # Pseudo-labels are told from given labels by shape, not by type: fastai's CastToTensor (a default callback, order 9)
         # turns every target into a plain Tensor. Given labels are (B,) ints (single-label) or (B, C) floats (multi-label).
@@ -85,11 +90,15 @@ class SelfLabelLoss(Module):
         else: target = logits.detach().argmax(-1)  # no pseudo-labels here (validation, get_preds): confidence
         loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction='none').view(-1, self.heads).mean(1)
         return loss.mean() if self.reduction == 'mean' else loss.sum() if self.reduction == 'sum' else loss
-    def activation(self, x:Tensor)->Tensor: return F.softmax(x, dim=-1)
-    def decodes(self, x:Tensor)->Tensor: return x.argmax(dim=-1)
+    def activation(self, x:Tensor)->Tensor:
+        user = self._user()
+        return F.softmax(x, dim=-1) if user is None else getattr(user, 'activation', noop)(x)
+    def decodes(self, x:Tensor)->Tensor:
+        user = self._user()
+        return x.argmax(dim=-1) if user is None else getattr(user, 'decodes', noop)(x)
 
 # %% ../nbs/selflabel.ipynb #10056409
-class SelfLabelSinkhorn(Callback):
+class SelfLabelSinkhorn(UsesItemIndex, Callback):
     "Train without labels: pseudo-labels re-assigned `n_opts` times per fit into equal-size clusters by Sinkhorn-Knopp"
     order,run_valid = ItemIndex.order+1, False  # after ItemIndex hands over the indices, before MixUp/CutMix (0)
     _stateattrs = ('labels',)  # per-item pseudo-labels stay out of learn.export
@@ -124,7 +133,11 @@ class SelfLabelSinkhorn(Callback):
         head = add_heads(self.learn.model, self.k, self.heads)
         new = self.__dict__.get('head') is not head
         self.head = head
-        if not isinstance(self.learn.loss_func, SelfLabelLoss): self.learn.loss_func = SelfLabelLoss(self.heads)
+        lf = self.learn.loss_func
+        if not isinstance(lf, SelfLabelLoss):  # the user's loss is kept, as label callbacks keep it, for when this callback is removed
+            lf = SelfLabelLoss(self.heads); lf.__dict__['_labelcb_user_loss'] = self.learn.loss_func
+            self.learn.loss_func = lf
+        lf.__dict__['_owner'], lf.heads = self, self.heads  # __dict__: not a submodule
         if new and self.learn.opt is not None:  # the optimizer holds the old head's parameters
             hypers = self.learn.opt.hypers[-1]
             self.learn.create_opt()

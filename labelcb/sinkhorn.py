@@ -107,6 +107,12 @@ def _check_scores(scores, lam:float, inputs:str)->Tensor:
     if inputs not in ('probs', 'log_probs', 'logits'): raise ValueError(
         f"sinkhorn_knopp: inputs must be 'probs', 'log_probs' or 'logits', got {inputs!r}")
     if not scores.is_floating_point(): raise TypeError(f'sinkhorn_knopp: scores must be floats, got {scores.dtype}')
+    if torch.isnan(scores).any(): raise ValueError('sinkhorn_knopp: scores hold NaN')
+    # one pass over the scores (the scaling makes dozens): a cluster no item can take makes every equal partition impossible
+    closed = ((scores <= 0) if inputs == 'probs' else torch.isneginf(scores)).all(0)
+    if closed.any(): raise ValueError(
+        f'sinkhorn_knopp: clusters {closed.nonzero().flatten().tolist()} have probability 0 for every item, so no partition into '
+        f'{K} equal clusters exists: leave those clusters out, or give them some probability')
     return scores
 
 # %% ../nbs/sinkhorn.ipynb #9f0e8f90

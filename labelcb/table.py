@@ -22,7 +22,7 @@ from fastcore.xtras import join_path_file
 from fastai.learner import Learner
 from fastai.torch_core import rank_distrib
 from .core import dataset_targets, item_ids, item_keys, write_labels, gather_objects, is_distributed
-from .items import ItemIndex, ensure_item_index
+from .items import ItemIndex, ensure_item_index, UsesItemIndex, add_helper
 from .losses import soft_loss_for, SoftBCEWithLogitsLoss
 
 # %% auto #0
@@ -410,9 +410,7 @@ class HeldOutAccuracy(Callback):
 
 def ensure_held_out_accuracy(learn)->HeldOutAccuracy:
     "The `HeldOutAccuracy` callback of `learn`, added if it has none"
-    cb = getattr(learn, 'held_out_accuracy', None)
-    if not isinstance(cb, HeldOutAccuracy): cb = HeldOutAccuracy(); learn.add_cb(cb)
-    return cb
+    return add_helper(learn, HeldOutAccuracy)  # leaves with the label callbacks
 
 # %% ../nbs/table.ipynb #eecff27a
 class ModelReady:
@@ -453,7 +451,7 @@ class ModelReady:
                 'it is still learning')
 
 # %% ../nbs/table.ipynb #6393237c
-class LabelCallback(Callback):
+class LabelCallback(UsesItemIndex, Callback):
     "Base of labelcb's label callbacks: training targets are the rows of a `LabelTable` shared by the learner's label callbacks"
     order,run_valid = ItemIndex.order+1, False  # after ItemIndex hands over the indices, before MixUp/CutMix (0) mix targets
     _stateattrs = ('table',)

@@ -12,7 +12,7 @@ from fastai.vision.all import (Callback, CancelFitException, CrossEntropyLossFla
 from labelcb.test_utils import small_digits, tiny_learner
 from labelcb.all import (ModelReady, PLC, LabelCallback, LabelTable, SoftCrossEntropyLoss, SoftBCEWithLogitsLoss, SoftLabel,
                          TemporalEnsemble, RefineryLoop, digits_df, digits_dls, noisy_digits_df, oversample, label_audit,
-                         soft_loss_for, hide_labels)
+                         soft_loss_for, hide_labels, PartialCategoryBlock)
 from labelcb.temporal import PiModel
 
 
@@ -409,3 +409,17 @@ def test_temporal_carries_label_smoothing_and_refuses_sum():
         assert seen and all(s == 0.1 for s in seen), (cls, seen[:3])
         learn = tiny_learner(df, cbs=[cls()], dls_kwargs=dict(y_block=PartialCategoryBlock), loss_func=CrossEntropyLossFlat(reduction='sum'))
         with pytest.raises(ValueError, match="reduction='sum' has no counterpart"): learn.fit(1, 1e-3)
+
+
+# ---- issue 28 §6: state left behind
+@pytest.mark.parametrize('make', [PLC, TemporalEnsemble, LabelCallback])
+def test_a_fit_with_a_label_callback_leaves_the_callbacks_as_they_were(make):
+    df = frame()
+    if make is TemporalEnsemble: df = df.assign(label=df.label.astype(object).where(np.arange(len(df)) % 3 > 0))  # partly labelled
+    learn = learner(df) if make is not TemporalEnsemble else tiny_learner(df, (), size=8, seed=None, dls_kwargs=dict(y_block=PartialCategoryBlock))
+    before = [type(c) for c in learn.cbs]
+    learn.fit(1, cbs=[make()])
+    assert [type(c) for c in learn.cbs] == before  # before: ItemIndex (and PLC's HeldOutAccuracy) stayed
+    cb = make(); learn.add_cb(cb); learn.fit(1)
+    learn.remove_cb(cb)
+    assert [type(c) for c in learn.cbs] == before
