@@ -59,6 +59,7 @@ def _audit(args):
     "`labelcb audit`: every argument and file is checked before fastai is imported or anything is trained"
     import pandas as pd
     if args.folds < 2: raise SystemExit('--folds must be at least 2')
+    if args.seed < 0: raise SystemExit('--seed must be at least 0')
     if args.epochs < 1: raise SystemExit('--epochs must be at least 1')
     if args.bs < 1: raise SystemExit('--bs must be at least 1')
     if args.size is not None and args.size < 1: raise SystemExit('--size must be at least 1 pixel')
@@ -67,9 +68,14 @@ def _audit(args):
     if args.num_workers is not None and args.num_workers < 0: raise SystemExit('--num-workers is a number of processes, at least 0')
     common = dict(n_folds=args.folds, epochs=args.epochs, bs=args.bs, seed=args.seed, method=args.method, out=args.out, clean=args.clean,
                   n_show=args.n_show, num_workers=args.num_workers)
+    _check_out(args.out)
     def model_args(default:str)->dict:  # image_oof's arch/pretrained, or model= for the small digits network
         arch = args.arch or default
-        if arch != 'digits_cnn': return dict(arch=arch, pretrained=args.pretrained)
+        if arch != 'digits_cnn':
+            from labelcb.crossval import _check_arch
+            try: _check_arch(arch)
+            except ValueError as e: raise SystemExit(f'--arch: {e}') from None
+            return dict(arch=arch, pretrained=args.pretrained)
         if args.pretrained: raise SystemExit('--pretrained needs an --arch with pretrained weights; digits_cnn has none')
         from labelcb.data import digits_cnn
         return dict(model=digits_cnn)
@@ -98,9 +104,26 @@ def _audit(args):
     missing = [f'{f}{args.suffix}' for f in df[args.fn_col] if not (root/f'{f}{args.suffix}').is_file()]  # every row, before training
     if missing: raise SystemExit(f'{len(missing)} of the {len(df)} images are not found under {root}, e.g. {missing[0]!r} '
                                  '(see --images, --folder, --suffix)')
+    _check_labels(df, label_col, args, csv)
     from labelcb.audit import audit_images
     return audit_images(df, images, args.fn_col, label_col, args.label_delim, folder=args.folder, suffix=args.suffix, size=args.size or 128,
                         **model_args('resnet18'), **common)
+
+def _check_out(out):
+    if Path(out).exists() and not Path(out).is_dir(): raise SystemExit(f'--out is a folder for the results; {out} is a file')
+
+def _check_labels(df, label_col, args, csv):
+    "Labels an out-of-fold audit can use: every row labelled, every class in every fold"
+    if len(df) < args.folds: raise SystemExit(f'{csv} has {len(df)} rows, too few for {args.folds} folds: use --folds {max(2, len(df))} or fewer')
+    if isinstance(label_col, list) or args.label_delim: return  # one-hot columns and tags: checked by the k-fold split
+    col = df[label_col]
+    empty = col.isna() | col.astype(str).str.strip().eq('')
+    if empty.any(): raise SystemExit(f'{int(empty.sum())} rows of {csv} have no {label_col!r} label (e.g. {df.loc[empty, args.fn_col].iloc[0]!r}): '
+                                     'an audit needs every image labelled; drop those rows or label them')
+    counts = col.value_counts()
+    few = counts[counts < args.folds]
+    if len(few): raise SystemExit(f'classes {list(few.index[:5])} have fewer rows ({", ".join(map(str, few.values[:5]))}) than --folds {args.folds}: '
+                                  'each class must be in every fold to be predicted out of fold; merge or drop them, or use fewer folds')
 
 def main(argv:list|None=None):
     "Entry point of the `labelcb` command"
@@ -109,6 +132,8 @@ def main(argv:list|None=None):
     if args.command == 'demo':
         if not 0 <= args.noise_rate <= 1: raise SystemExit('--noise-rate is a fraction in [0, 1]')
         if args.epochs < 1: raise SystemExit('--epochs must be at least 1')
+        if args.seed < 0: raise SystemExit('--seed must be at least 0')
+        _check_out(args.out)
         from labelcb.demo import run_demo, DEMO_METHODS
         if args.methods == ['all']: args.methods = 'all'
         unknown = [m for m in (args.methods if isinstance(args.methods, list) else []) if m not in DEMO_METHODS]

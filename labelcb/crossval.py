@@ -198,6 +198,15 @@ def blend(
     return sum(wi*p for wi, p in zip(w/w.sum(), probs) if wi > 0)  # a frame of weight 0 adds nothing, not even its NaN
 
 # %% ../nbs/crossval.ipynb #76cba799
+def _check_arch(arch):
+    "Refuse, before anything is trained, an `arch` that is neither a fastai architecture nor a timm model name"
+    import fastai.vision.models as models
+    if not isinstance(arch, str) or callable(getattr(models, arch, None)): return
+    try: import timm
+    except ImportError: raise ValueError(f"arch {arch!r} is not a fastai architecture such as 'resnet18', and timm (for timm "
+                                         'model names) is not installed') from None
+    if arch not in timm.list_models(): raise ValueError(f"arch is a fastai architecture such as 'resnet18' or a timm model name, not {arch!r}")
+
 def image_oof(
     df:pd.DataFrame, # One row per image, with a file column and a label column (and optionally a fold column)
     path, # Folder the file names are relative to
@@ -223,12 +232,7 @@ def image_oof(
     from fastai.vision.all import ImageDataLoaders, Resize, Learner, vision_learner, accuracy, accuracy_multi
     import fastai.vision.models as models
     if model is not None and not callable(model): raise TypeError(f'model is a function model(n_out) returning a model, not {model!r}')
-    if model is None and isinstance(arch, str) and not callable(getattr(models, arch, None)):
-        try: import timm
-        except ImportError: raise ValueError(f"arch {arch!r} is not a fastai architecture such as 'resnet18', and timm (for timm "
-                                             'model names) is not installed') from None
-        if arch not in timm.list_models(): raise ValueError(f"arch is a fastai architecture such as 'resnet18' or a timm model "
-                                                            f'name, not {arch!r}')
+    if model is None: _check_arch(arch)
     one_hot = isinstance(label_col, (list, tuple))
     if one_hot: multi_label = labels_of(df, list(label_col), multi_label=multi_label)[0].ndim == 2
     else: multi_label = label_delim is not None

@@ -423,3 +423,23 @@ def test_a_fit_with_a_label_callback_leaves_the_callbacks_as_they_were(make):
     cb = make(); learn.add_cb(cb); learn.fit(1)
     learn.remove_cb(cb)
     assert [type(c) for c in learn.cbs] == before
+
+
+# ---- issue 28 §7: clear errors, before training
+def test_cli_refuses_unusable_labels_and_options_before_training(tmp_path):
+    from PIL import Image
+    rows = []
+    for i in range(12):
+        Image.new('RGB', (4, 4)).save(tmp_path/f'{i}.png'); rows.append((f'{i}.png', 'ab'[i % 2]))
+    def csv(name, lines): (tmp_path/name).write_text('file,label\n' + '\n'.join(f'{f},{l}' for f, l in lines) + '\n'); return str(tmp_path/name)
+    cases = {csv('empty.csv', [(f, '' if i == 3 else l) for i, (f, l) in enumerate(rows)]): "1 rows of",
+             csv('one.csv', [(f, 'z' if i == 0 else l) for i, (f, l) in enumerate(rows)]): "classes ['z'] have fewer rows (1) than --folds",
+             csv('few.csv', rows[:3]): 'too few for 5 folds'}
+    for path, msg in cases.items():
+        r = _cli('audit', '--csv', path, '--epochs', '1')
+        assert r.returncode != 0 and msg in r.stderr and 'Traceback' not in r.stderr, (path, r.stderr[-300:])
+    ok = csv('ok.csv', rows)
+    for args, msg in [(('audit', '--csv', ok, '--arch', 'nope'), "--arch: arch 'nope'"), (('audit', '--csv', ok, '--out', ok), '--out is a folder'),
+                      (('demo', '--seed', '-1'), '--seed must be at least 0'), (('demo', '--out', ok), '--out is a folder')]:
+        r = _cli(*args)
+        assert r.returncode != 0 and msg in r.stderr and 'Traceback' not in r.stderr, (args, r.stderr[-300:])
