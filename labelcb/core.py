@@ -32,7 +32,11 @@ def labels_of(
         Y = df[list(label_col)].to_numpy()
         if not np.isin(Y, (0, 1)).all(): raise ValueError(f'one-hot label columns {list(label_col)} must hold only 0 and 1')
         one = Y.sum(1) == 1
-        if multi_label is None: multi_label = not one.all()
+        if multi_label is None:
+            multi_label = not one.all()
+            if multi_label and one.mean() >= 0.9: warnings.warn(  # nearly one-hot: a few odd rows change the whole problem, so say so
+                f'{int((~one).sum())} of {len(Y)} rows of {list(label_col)} do not hold exactly one 1 (e.g. row {df.index[~one][0]!r}): '
+                'reading the columns as multi-label (a sigmoid per class); if each image has one class, fix those rows or pass multi_label=False')
         if multi_label: return Y.astype(bool), list(label_col)
         if not one.all(): raise ValueError(f'{int((~one).sum())} rows of {list(label_col)} do not hold exactly one 1 (e.g. row '
                                            f'{df.index[~one][0]!r}): a single-label reading needs one class per row; pass multi_label=True')

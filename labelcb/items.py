@@ -120,6 +120,8 @@ def predict_items(
     if augment is None: augment = mode == 'train'
     if not isinstance(dl, DataLoader): dl = _unwrapped(dl.train).new(shuffle=False, drop_last=False)
     if shard is None: shard = is_distributed()
+    if shard and not is_distributed(): raise ValueError('shard=True splits the items among the processes of distributed training; '
+                                                        'this process is not one of several: leave shard at its default')
     if shard:
         from fastai.distributed import DistributedDL  # imports accelerate: only in distributed training
         dl = DistributedDL(_unwrapped(dl))

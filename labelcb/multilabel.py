@@ -217,12 +217,16 @@ def write_submission(
     "Write a Kaggle submission, one row per item: its id and its tags, or its id and a probability per class"
     check_choice('kind', kind, ('tags', 'probs'))
     if not isinstance(probs, pd.DataFrame): raise TypeError('probs must be a DataFrame with a column per class')
+    text = [c for c in probs.columns if not pd.api.types.is_numeric_dtype(probs[c])]
+    if text: raise ValueError(f'columns {text} of probs are not numbers: probs holds one probability column per class; '
+                              f"make an id column the index (probs.set_index({str(text[0])!r})) or pass ids=")
     p = _as_np(probs)
     check_probs(p, single_label=False, what='probs')
     ids = probs.index if ids is None else pd.Index(ids)
     if len(ids) != len(probs): raise ValueError(f'{len(ids)} ids for {len(probs)} rows of probabilities')
     if ids.has_duplicates: raise ValueError(f'{int(ids.duplicated().sum())} ids appear twice: one row per test item')
-    if isinstance(ids, pd.RangeIndex): warnings.warn('the ids are the row numbers 0..N-1: pass ids= (e.g. the test file names)')
+    if isinstance(ids, pd.RangeIndex) or (pd.api.types.is_integer_dtype(ids.dtype) and np.array_equal(np.asarray(ids, dtype=np.int64), np.arange(len(ids)))):
+        warnings.warn('the ids are the row numbers 0..N-1: pass ids= (e.g. the test file names)')  # a RangeIndex, or one made of 0..N-1 (Int64, int)
     if kind == 'probs': sub = pd.concat([pd.DataFrame({id_col: np.asarray(ids)}), pd.DataFrame(p, columns=[str(c) for c in probs.columns])], axis=1)
     else:
         if p.shape[1] > 1 and np.allclose(p.sum(1), 1, atol=1e-3): raise ValueError(
@@ -267,5 +271,6 @@ def tune_thresholds(self:Learner,
 )->pd.Series:
     "Per-class thresholds that maximise F-beta on the learner's validation predictions"
     with self.no_bar(): probs, targs = self.get_preds(dl=dl)
+    if targs is None: raise ValueError('these items have no labels to tune thresholds on: pass a labelled dl= (the validation set is the default)')
     if targs.ndim != 2: raise ValueError('thresholds are for multi-label learners (a sigmoid per class); this one has one class per item')
     return tune_thresholds(pd.DataFrame(probs.float().numpy(), columns=list(self.dls.vocab)), targs, beta, average, **kwargs)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/refinery.ipynb #2cb9563e
 from __future__ import annotations
-import time
+import contextlib, time
 from copy import deepcopy
 from pathlib import Path
 import numpy as np
@@ -74,10 +74,20 @@ class RefineryLoop(LabelCallback):
         if out.shape[1] != self.table.c: raise ValueError(
             f"the teacher predicts {out.shape[1]} classes but the student's training labels have {self.table.c}: {list(self.table.vocab)}")
 
+    @contextlib.contextmanager
+    def _teacher_reads(self, xb):
+        "Say so when the teacher cannot read the student's inputs (another image size or channels), rather than torch's shape error"
+        try: yield
+        except RuntimeError as e:
+            if not any(s in str(e) for s in ('shapes cannot be multiplied', 'size mismatch', 'Expected', 'expected input', 'must match')): raise
+            shape = f' (a batch of {tuple(xb[0].shape)})' if xb else ''
+            raise ValueError(f"the teacher cannot read the student's inputs{shape}: give it a model trained on inputs of the same size and "
+                             f'channels, or resize the student\'s images to the teacher\'s; torch said: {str(e).splitlines()[0]}') from None
+
     @torch.no_grad()
     def teacher_probs(self, *xb)->Tensor:
         "The teacher's probabilities for a batch of inputs: softmax rows, or per-tag sigmoids for multi-label data"
-        with learner_autocast(self.learn): out = self._frozen(*xb)
+        with learner_autocast(self.learn), self._teacher_reads(xb): out = self._frozen(*xb)
         self._check_output(out)
         return self._probs(out)
 
@@ -89,7 +99,7 @@ class RefineryLoop(LabelCallback):
             if self._blended is self.table: return  # labelled once: fine_tune's second fit, later epochs
             start = time.perf_counter()
             teacher = self._frozen_teacher()
-            out = predict_items(teacher, self.dls, self.teacher_mode, augment=False)  # every training item, un-augmented
+            with self._teacher_reads(None): out = predict_items(teacher, self.dls, self.teacher_mode, augment=False)  # every training item, un-augmented
             self._check_output(out)
             self.table.blend(self.table.per_item(self._probs(out)), self.a, why='refinery')  # copies of an item: one row
             self._blended, self.teacher_seconds = self.table, time.perf_counter() - start
