@@ -12,6 +12,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 from fastai.callback.core import Callback
+from fastai.data.transforms import Categorize, Category
+from fastai.torch_core import TensorCategory
 from fastai.torch_core import Module
 from fastcore.basics import store_attr, patch, noop
 from fastprogress.fastprogress import progress_bar
@@ -21,8 +23,8 @@ from .table import label_names
 from .sinkhorn import sinkhorn_knopp
 
 # %% auto #0
-__all__ = ['MultiHead', 'add_heads', 'SelfLabelLoss', 'SelfLabelSinkhorn', 'cluster_scores', 'head_features', 'linear_probe',
-           'probe_accuracy']
+__all__ = ['MultiHead', 'add_heads', 'SelfLabelLoss', 'TensorCluster', 'SelfLabelSinkhorn', 'cluster_scores', 'head_features',
+           'linear_probe', 'probe_accuracy']
 
 # %% ../nbs/selflabel.ipynb #bb5cfcab
 class MultiHead(Module):
@@ -95,7 +97,15 @@ class SelfLabelLoss(Module):
         return F.softmax(x, dim=-1) if user is None else getattr(user, 'activation', noop)(x)
     def decodes(self, x:Tensor)->Tensor:
         user = self._user()
-        return x.argmax(dim=-1) if user is None else getattr(user, 'decodes', noop)(x)
+        return TensorCluster(x.argmax(dim=-1)) if user is None else getattr(user, 'decodes', noop)(x)
+
+class TensorCluster(TensorCategory):
+    "Cluster numbers, not classes: `learn.predict` under SeLa shows 'cluster 12', never the name of class 12"
+
+# %% ../nbs/selflabel.ipynb #d0a6f842
+@Categorize
+def decodes(self, o:TensorCluster):  # fastai's Categorize would show class `vocab[o]`
+    return Category(f'cluster {int(o)}') if o.ndim == 0 else [f'cluster {int(c)}' for c in o.flatten()]
 
 # %% ../nbs/selflabel.ipynb #10056409
 class SelfLabelSinkhorn(UsesItemIndex, Callback):
