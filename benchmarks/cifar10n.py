@@ -636,6 +636,29 @@ def headline(df:pd.DataFrame, n_train=10000, width=16, precision='bf16')->str:
     return head + body + foot
 
 
+PARTIAL_CURVE_NOTE = ('800 of the 10,000 training images labelled (clean labels, 8%), the rest unlabelled; clean-test accuracy per budget '
+                      '(epochs of fit_one_cycle), seed 0, bf16; gain: over plain fastai on the same budget (it trains on the labelled '
+                      'images, the same steps); valid: the 1,000 held-out training-split images (clean labels), what settings are chosen on.')
+
+
+def partial_curve(df:pd.DataFrame, n_train=10000, width=16, precision='bf16')->pd.DataFrame:
+    "Partly labelled rows as a budget curve: one row per method and budget, with the gain over plain on that budget"
+    g = df[df.method.isin(PARTIAL_METHODS + PARTIAL_DIAGNOSTICS) & (df.n_train == n_train) & (df.width == width) & (df.precision == precision)]
+    rows = []
+    for (m, e), h in g.groupby(['method', 'epochs'], sort=False):
+        base = g[(g.method == 'partial_plain') & (g.epochs == e) & g.seed.isin(h.seed)].set_index('seed')
+        gain = (h.set_index('seed').test_acc - base.test_acc).dropna()
+        vgain = (h.set_index('seed').valid_clean_acc - base.valid_clean_acc).dropna() if 'valid_clean_acc' in h else pd.Series(dtype=float)
+        rows.append(dict(method=m, epochs=int(e), seeds=len(h), test_acc=round(h.test_acc.mean(), 3),
+                         gain='' if m == 'partial_plain' else (f'{gain.mean():+.3f}' if len(gain) else 'no plain row'),
+                         valid_acc=round(h.valid_clean_acc.mean(), 3) if 'valid_clean_acc' in h and h.valid_clean_acc.notna().any() else '',
+                         valid_gain='' if m == 'partial_plain' or not len(vgain) else f'{vgain.mean():+.3f}',
+                         targets_right=round(h.targets_right.mean(), 3) if 'targets_right' in h and h.targets_right.notna().any() else '',
+                         time_vs_plain='' if m == 'partial_plain' or not len(base) else f'{(h.set_index("seed").seconds/base.seconds).mean():.2f}x'))
+    if not rows: return pd.DataFrame()
+    return pd.DataFrame(rows).sort_values(['method', 'epochs'], key=lambda c: c.map({'partial_plain': 0, 'temporal': 1, 'pimodel': 2}).fillna(3) if c.name == 'method' else c)
+
+
 def _mean_sd(s): return f'{s.mean():.3f}' + (f' ± {s.std():.3f} (n={len(s)})' if len(s) > 1 else ' (n=1)')
 
 
@@ -705,6 +728,8 @@ def report(path:Path, cmd:str):
             lines += ['### No labels (SelfLabelSinkhorn, λ=10: `sela` K=10, one head; `sela_paper` K=128, 10 heads, scored on head 0)\n', 'NMI/ARI/acc (Hungarian) of the training clusters '
                       'against `clean`; probe: logistic regression on the features before the head, test accuracy; test_acc: '
                       "SeLa's test clusters matched to classes.\n", md_table(sela[['method', 'seed'] + cols].round(3)), '']
+    curve = partial_curve(df)
+    if len(curve): lines += ['## Partly labelled: the budget curve\n', f'{PARTIAL_CURVE_NOTE}\n', md_table(curve), '']
     (path.with_suffix('.md')).write_text('\n'.join(lines) + '\n')
     hl = headline(df)
     if hl: path.with_name(path.stem + '_headline.md').write_text(hl)
