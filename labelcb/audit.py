@@ -12,7 +12,7 @@ from copy import copy as shallow_copy
 import torch
 from torch import Tensor
 from fastai.torch_core import Module
-from .core import check_probs, check_choice
+from .core import check_probs, check_choice, class_key
 from .crossval import KFoldResult, image_oof
 from .table import label_names, LabelCallback
 
@@ -93,9 +93,8 @@ def _given_codes(
     if arr.ndim == 2: return arr  # multi-label 0/1 rows
     if pd.isna(pd.Series(arr, dtype=object)).any(): raise ValueError(f'{int(pd.isna(pd.Series(arr, dtype=object)).sum())} labels are missing')
     if columns is not None and not isinstance(pd.Index(columns), pd.RangeIndex):
-        pos = {str(c): j for j, c in enumerate(columns)}
-        keys = [str(v.item() if isinstance(v, np.generic) else v) for v in arr]
-        keys = [k[:-2] if k.endswith('.0') and k[:-2] in pos else k for k in keys]  # 3.0 read from a CSV is class 3
+        pos = {class_key(c): j for j, c in enumerate(columns)}
+        keys = [class_key(v) for v in arr]  # 3.0 read from a CSV is class 3
         unknown = sorted({k for k in keys if k not in pos})
         if not unknown: return np.array([pos[k] for k in keys], dtype=int)
         if arr.dtype.kind not in 'iuf' or any(str(c).lstrip('-').isdigit() for c in columns): raise ValueError(

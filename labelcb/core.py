@@ -14,9 +14,9 @@ from fastai.callback.fp16 import MixedPrecision
 from fastcore.basics import noop
 
 # %% auto #0
-__all__ = ['labels_of', 'check_probs', 'check_choice', 'check_span', 'fit_quietly', 'validate_with_preds', 'learner_autocast',
-           'item_ids', 'item_keys', 'dataset_targets', 'write_labels', 'plot_history', 'rank_and_world',
-           'is_distributed', 'gather_objects', 'broadcast_object', 'gather_rows']
+__all__ = ['labels_of', 'class_key', 'class_positions', 'check_probs', 'check_choice', 'check_span', 'fit_quietly',
+           'validate_with_preds', 'learner_autocast', 'item_ids', 'item_keys', 'dataset_targets', 'write_labels',
+           'plot_history', 'rank_and_world', 'is_distributed', 'gather_objects', 'broadcast_object', 'gather_rows']
 
 # %% ../nbs/core.ipynb #a026eb28
 def labels_of(
@@ -52,6 +52,26 @@ def labels_of(
         return Y, vocab
     codes, classes = pd.factorize(col, sort=True)  # a missing label is code -1, a class of its own for stratification
     return codes, list(classes)
+
+# %% ../nbs/core.ipynb #b0152c65
+def class_key(v)->str:
+    "A class name as the text it is matched by: 3, '3', np.int64(3) and 3.0 (an integer column with NaN, read from a CSV) are all '3'"
+    if isinstance(v, np.generic): v = v.item()
+    if isinstance(v, float) and v.is_integer(): v = int(v)
+    if isinstance(v, str) and v.endswith('.0') and v[:-2].lstrip('-').isdigit(): v = v[:-2]
+    return str(v)
+
+def class_positions(
+    names, # Class names in the order of the data at hand (columns, a saved vocab)
+    classes, # The classes wanted, in the order wanted
+    what:str='the columns', # What `names` are, for the error message
+)->list: # For each of `classes`, its position in `names`
+    "Where each class of `classes` is in `names`, matched by `class_key`; refuse names that are not exactly these classes"
+    pos = {class_key(v): i for i, v in enumerate(names)}
+    want = [class_key(v) for v in classes]
+    if len(pos) != len(names) or sorted(pos) != sorted(want): raise ValueError(
+        f'{what} {list(names)} are not the classes {list(classes)}: they must name the same classes, in any order')
+    return [pos[k] for k in want]
 
 # %% ../nbs/core.ipynb #5084018a
 def check_probs(

@@ -17,7 +17,7 @@ from fastai.vision.data import ImageBlock
 from fastai.learner import Learner
 from fastai.metrics import AccumMetric, ActivationType
 from fastcore.basics import patch
-from .core import labels_of, check_choice, check_probs
+from .core import labels_of, check_choice, check_probs, class_positions
 
 # %% auto #0
 __all__ = ['TagReader', 'OneHotLabel', 'multilabel_dls', 'fbeta_score', 'FBeta', 'tune_thresholds', 'decode_tags',
@@ -85,9 +85,10 @@ def _as_np(x)->np.ndarray:
 def _prob_target_arrays(probs, targets)->tuple:
     "Probabilities and boolean targets as (N, K) arrays, checked; two DataFrames are matched by class name, not position"
     if isinstance(probs, pd.DataFrame) and isinstance(targets, pd.DataFrame) and list(probs.columns) != list(targets.columns):
-        if set(map(str, probs.columns)) != set(map(str, targets.columns)): raise ValueError(
-            f'probs and targets name different classes ({list(probs.columns)} and {list(targets.columns)}): pass the same columns')
-        targets = targets.rename(columns=str)[[str(c) for c in probs.columns]]  # the targets' columns in the probabilities' order
+        try: order = class_positions(targets.columns, probs.columns, "the targets' columns")
+        except ValueError: raise ValueError(f'probs and targets name different classes ({list(probs.columns)} and {list(targets.columns)}): '
+                                            'pass the same columns') from None
+        targets = targets.iloc[:, order]  # the targets' columns in the probabilities' order
     p, t = _as_np(probs), _as_np(targets)
     if p.ndim != 2 or p.shape != t.shape: raise ValueError(f'probabilities {p.shape} and targets {t.shape} must both be (items, classes)')
     if np.isnan(p).any() or p.min() < 0 or p.max() > 1: raise ValueError('probs must be probabilities in [0, 1] (sigmoid outputs, not logits)')

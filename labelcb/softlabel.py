@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 from .table import LabelCallback, LabelTable
-from .core import check_probs
+from .core import check_probs, class_positions
 from .crossval import KFoldResult
 
 # %% auto #0
@@ -29,10 +29,7 @@ def _aligned_probs(oof:pd.DataFrame, table:LabelTable)->torch.Tensor:
     "OOF rows in the table's item order and columns in its class order"
     if oof.shape[1] != table.c: raise ValueError(
         f'the OOF probabilities have {oof.shape[1]} classes but the training labels have {table.c}: {list(oof.columns)} vs {table.vocab}')
-    by_name = {str(c): c for c in oof.columns}
-    cols = [v if v in oof.columns else by_name.get(str(v)) for v in table.vocab]
-    if any(c is None for c in cols): raise ValueError(
-        f'the OOF columns {list(oof.columns)} do not name the classes {table.vocab}')
+    cols = [oof.columns[j] for j in class_positions(oof.columns, table.vocab, 'the OOF columns')]
     missing = table.ids.difference(oof.index)
     if len(missing): raise KeyError(
         f'no OOF probabilities for {len(missing)} of the {len(table)} training items, e.g. {list(missing[:3])}: the OOF must '

@@ -21,7 +21,7 @@ from fastcore.meta import delegates
 from fastcore.xtras import join_path_file
 from fastai.learner import Learner
 from fastai.torch_core import rank_distrib
-from .core import dataset_targets, item_ids, item_keys, write_labels, gather_objects, is_distributed
+from .core import dataset_targets, item_ids, item_keys, write_labels, gather_objects, is_distributed, class_positions
 from .items import ItemIndex, ensure_item_index, UsesItemIndex, add_helper
 from .losses import soft_loss_for, SoftBCEWithLogitsLoss
 
@@ -300,14 +300,13 @@ def apply_to(self:LabelTable,
 @patch
 def _apply_one_hot(self:LabelTable, df:pd.DataFrame, cols:list)->pd.DataFrame:
     "`apply_to` for one 0/1 column per class: each column gets its class's current 0/1 of each labelled training item"
-    names = [str(v) for v in self.vocab]
-    if sorted(map(str, cols)) != sorted(names): raise ValueError(
-        f'the label columns {cols} are not the classes {list(self.vocab)}: pass the 0/1 columns the DataLoaders were made from')
+    try: cls_of = class_positions(self.vocab, cols, 'the label columns')  # each column's class
+    except ValueError as e: raise ValueError(f'{e}: pass the 0/1 columns the DataLoaders were made from') from None
     has = self.labelled.numpy()
     now = (self.targets >= 0.5).cpu().numpy() if self.multi_label else np.eye(self.c, dtype=bool)[self.labels.numpy().clip(min=0)]
     res = df
-    for col in cols:
-        new = pd.Series(now[has, names.index(str(col))].astype(int), index=self.ids[has])
+    for col, j in zip(cols, cls_of):
+        new = pd.Series(now[has, j].astype(int), index=self.ids[has])
         res = write_labels(res, col, new.astype(df[col].dtype, errors='ignore') if col in df else new, self.ids)
     return res
 
@@ -346,10 +345,8 @@ def state_dict(self:LabelTable)->dict:
 
 def _class_order(saved:list, here:list)->list:
     "For each class of `here`, its column in `saved` (matched by name); refuse different class sets"
-    pos = {str(v): i for i, v in enumerate(saved)}
-    if len(saved) != len(here) or sorted(pos) != sorted(map(str, here)): raise ValueError(
-        f'the saved table has other classes than these DataLoaders: saved {list(saved)}, here {list(here)}')
-    return [pos[str(v)] for v in here]
+    try: return class_positions(saved, here, "the saved table's classes")
+    except ValueError as e: raise ValueError(f'the saved table has other classes than these DataLoaders ({e})') from None
 
 @patch
 def load_state_dict(self:LabelTable, sd:dict)->LabelTable:
