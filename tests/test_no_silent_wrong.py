@@ -443,3 +443,20 @@ def test_cli_refuses_unusable_labels_and_options_before_training(tmp_path):
                       (('demo', '--seed', '-1'), '--seed must be at least 0'), (('demo', '--out', ok), '--out is a folder')]:
         r = _cli(*args)
         assert r.returncode != 0 and msg in r.stderr and 'Traceback' not in r.stderr, (args, r.stderr[-300:])
+
+
+# ---- issue 28 §4: fill_labels -> CSV -> the next round keeps the classes
+def test_filled_labels_round_trip_through_a_csv(tmp_path):
+    df = frame()
+    part = df.assign(label=df.label.astype(object).where((np.arange(len(df)) % 4 == 0) | (df.split != 'train')))
+    learn = tiny_learner(part, [TemporalEnsemble()], size=8, seed=0, dls_kwargs=dict(y_block=PartialCategoryBlock))
+    learn.fit(4, 1e-2)
+    conf = learn.temporal_ensemble.pseudo_labels().confidence
+    filled = learn.temporal_ensemble.fill_labels(part, 'label', min_confidence=float(conf.median()))  # about half filled
+    assert filled.label.isna().any() and filled.label.notna().sum() > part.label.notna().sum()  # some filled, some still empty
+    filled.to_csv(tmp_path/'round2.csv')
+    back = pd.read_csv(tmp_path/'round2.csv', index_col=0)  # an int column with NaN reads back as floats
+    dls2 = digits_dls(back, size=8, bs=32, y_block=PartialCategoryBlock)
+    assert list(dls2.vocab) == list(learn.dls.vocab) and all(isinstance(v, int) for v in dls2.vocab)  # 3, not '3.0'
+    mixed = back.assign(label=back.label.map(lambda v: v if pd.isna(v) else (str(int(v)) if v % 2 else int(v))))
+    with pytest.raises(TypeError, match='mix text and numbers'): digits_dls(mixed, size=8, bs=32, y_block=PartialCategoryBlock)
