@@ -55,7 +55,7 @@ PARTIAL_METHODS = ['partial_plain', 'temporal', 'pimodel']
 SELA_METHODS = {'sela': (10, 1), 'sela_paper': (128, 10)}  # (K, heads); sela_paper: the paper's CIFAR setting
 ALL_METHODS = NOISY_METHODS + PARTIAL_METHODS + ['sela', 'sela_paper']
 PARTIAL_DIAGNOSTICS = ['temporal_w10', 'temporal_w30', 'pimodel_w30']  # consistency weights, unscaled by M/N
-DIAGNOSTIC_METHODS = PARTIAL_DIAGNOSTICS + ['plc_diff_w50', 'plc_ratio_w50', 'elr_paper', 'elr_lam1', 'elr_s50', 'elr_model', 'plain_trace']  # plain_trace: plain, saving each epoch's training-pass softmax per item  # PLC with its correction phase starting half-way: a question, not a default
+DIAGNOSTIC_METHODS = PARTIAL_DIAGNOSTICS + ['plc_diff_p3', 'plc_diff_w50', 'plc_ratio_w50', 'elr_paper', 'elr_lam1', 'elr_s50', 'elr_model', 'plain_trace']  # plain_trace: plain, saving each epoch's training-pass softmax per item  # PLC with its correction phase starting half-way: a question, not a default
 # what each row is compared with, as the md tables say it
 COMPARED = dict(plain='clean-label ceiling (plain on clean)', plc_diff='plain, same labels and seed', plc_ratio='plain, same labels and seed',
                 softlabel='plain, same labels and seed', refinery='plain (= its R1), same labels and seed',
@@ -67,7 +67,7 @@ COMPARED = dict(plain='clean-label ceiling (plain on clean)', plc_diff='plain, s
                 clean_weight='plain, same labels and seed (time: + its OOF folds)', clean_relabel='plain, same labels and seed (time: + its OOF folds)',
                 elr_paper='plain, same labels and seed (diagnostic: ELR as the paper sets it)', elr_lam1='plain, same labels and seed (diagnostic: ELR λ=1)',
                 elr_s50='plain, same labels and seed (diagnostic: ELR from half-way)',
-                plc_diff_w50='plain, same labels and seed (diagnostic: warm-up 50%)', elr_model='plain, same labels and seed', plc_ratio_w50='plain, same labels and seed (diagnostic: warm-up 50%)')
+                plc_diff_w50='plain, same labels and seed (diagnostic: warm-up 50%)', plc_diff_p3='plain, same labels and seed (diagnostic: ModelReady(patience=3))', elr_model='plain, same labels and seed', plc_ratio_w50='plain, same labels and seed (diagnostic: warm-up 50%)')
 
 
 def parse(argv=None):
@@ -320,6 +320,9 @@ def run_noisy(args, method, labels, seed, pool, test):
     elif method == 'plc_diff': cbs = [PLC('diff')]
     elif method == 'plc_ratio': cbs = [PLC('ratio')]
     elif method == 'plc_diff_w50': cbs = [PLC('diff', warmup=0.5)]
+    elif method == 'plc_diff_p3':
+        from labelcb.all import ModelReady
+        cbs = [PLC('diff', ready=ModelReady(patience=3))]  # readiness after 3 level epochs, not 2
     elif method == 'plc_ratio_w50': cbs = [PLC('ratio', warmup=0.5)]
     elif method == 'softlabel': cbs = [SoftLabel(oof)]
     elif method in ('clean_drop', 'clean_relabel'): cbs = []
