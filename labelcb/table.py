@@ -413,7 +413,7 @@ def ensure_held_out_accuracy(learn)->HeldOutAccuracy:
 class ModelReady:
     "Whether a model is ready to judge labels, from what it shows each epoch: its learning rate has stopped rising, its accuracy on held-out given labels has stopped rising, and that accuracy is clear of the most common class's share"
     def __init__(self,
-        patience:int=2, # Epochs in a row with no rise of `min_gain` over the best accuracy so far
+        patience:int=3, # Epochs in a row with no rise of `min_gain` over the best accuracy so far
         min_gain:float=0.005, # A smaller rise in accuracy (0.005: half a point) is no rise
         min_margin:float=0.1, # Below the most common class's share plus this, the model is too weak to judge labels
         after_lr_peak:bool=True, # Wait until the learning rate stops rising
