@@ -605,9 +605,9 @@ def main(argv=None):
 
 HEADLINE_METHODS = dict(plain='plain fastai', elr='`ELR()`', clean_drop="clean, then retrain ('drop')",
                         clean_weight="clean, then retrain ('weight')", clean_relabel="clean, then retrain ('relabel')",
-                        softlabel='`SoftLabel` (k-fold OOF)', refinery='`RefineryLoop` R2', plc_diff="`PLC()` (from when the model is ready)", plc_ratio="`PLC('ratio')`",
+                        softlabel='`SoftLabel` (k-fold OOF)', refinery='`RefineryLoop` R2', plc_diff_p3="`PLC()` (from when the model is ready: 3 level epochs)", plc_diff="`PLC(ready=ModelReady(patience=2))` (the default until 3)", plc_ratio="`PLC('ratio')`",
                         elr_paper='`ELR()` (the default: the paper\'s λ = 3 from the first epoch)', elr_s50='`ELR(start=0.5)`',
-                        elr_model="`ELR(start='model')`")
+                        elr_model="`ELR(start='model')` (measured with ModelReady(patience=2))")
 
 
 def headline(df:pd.DataFrame, n_train=10000, width=16, precision='bf16')->str:
