@@ -220,7 +220,7 @@ class PiModel(TemporalEnsemble):
         "Update as the base does; warn if the epoch's consistency term was zero"
         super().after_train()
         h = self.history[-1] if self.active and self.history else None
-        if h and h['w'] and not h['unsup_loss']: warnings.warn(  # nothing differs between the passes: the method does nothing
+        if h and h['w'] and h['unsup_loss'] < 1e-12: warnings.warn(  # nothing differs between the passes: the method does nothing
             "PiModel: the two passes of each batch gave the same predictions, so the consistency term is 0: give the second pass "
             "its own perturbation (augment='shift' or a function) or use a model with dropout")
 
