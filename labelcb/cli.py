@@ -113,7 +113,7 @@ def _check_out(out):
     if Path(out).exists() and not Path(out).is_dir(): raise SystemExit(f'--out is a folder for the results; {out} is a file')
 
 def _check_labels(df, label_col, args, csv):
-    "Labels an out-of-fold audit can use: every row labelled, every class in every fold"
+    "Labels an out-of-fold audit can use: every row labelled, every class in the training part of every fold"
     if len(df) < args.folds: raise SystemExit(f'{csv} has {len(df)} rows, too few for {args.folds} folds: use --folds {max(2, len(df))} or fewer')
     if isinstance(label_col, list) or args.label_delim: return  # one-hot columns and tags: checked by the k-fold split
     col = df[label_col]
@@ -121,9 +121,9 @@ def _check_labels(df, label_col, args, csv):
     if empty.any(): raise SystemExit(f'{int(empty.sum())} rows of {csv} have no {label_col!r} label (e.g. {df.loc[empty, args.fn_col].iloc[0]!r}): '
                                      'an audit needs every image labelled; drop those rows or label them')
     counts = col.value_counts()
-    few = counts[counts < args.folds]
-    if len(few): raise SystemExit(f'classes {list(few.index[:5])} have fewer rows ({", ".join(map(str, few.values[:5]))}) than --folds {args.folds}: '
-                                  'each class must be in every fold to be predicted out of fold; merge or drop them, or use fewer folds')
+    single = list(counts[counts < 2].index[:5])  # its fold would train without the class, and fastai refuses a label it never saw
+    if single: raise SystemExit(f'classes {single} have a single row: out of fold, that row is predicted by a model that never saw its class; '
+                                'merge or drop them, or label more images of them')
 
 def main(argv:list|None=None):
     "Entry point of the `labelcb` command"

@@ -433,7 +433,7 @@ def test_cli_refuses_unusable_labels_and_options_before_training(tmp_path):
         Image.new('RGB', (4, 4)).save(tmp_path/f'{i}.png'); rows.append((f'{i}.png', 'ab'[i % 2]))
     def csv(name, lines): (tmp_path/name).write_text('file,label\n' + '\n'.join(f'{f},{l}' for f, l in lines) + '\n'); return str(tmp_path/name)
     cases = {csv('empty.csv', [(f, '' if i == 3 else l) for i, (f, l) in enumerate(rows)]): "1 rows of",
-             csv('one.csv', [(f, 'z' if i == 0 else l) for i, (f, l) in enumerate(rows)]): "classes ['z'] have fewer rows (1) than --folds",
+             csv('one.csv', [(f, 'z' if i == 0 else l) for i, (f, l) in enumerate(rows)]): "classes ['z'] have a single row",
              csv('few.csv', rows[:3]): 'too few for 5 folds'}
     for path, msg in cases.items():
         r = _cli('audit', '--csv', path, '--epochs', '1')
