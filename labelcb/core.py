@@ -180,8 +180,8 @@ def dataset_targets(ds)->list:
 # %% ../nbs/core.ipynb #aa7cd259
 def write_labels(
     df:pd.DataFrame, # The user's frame (not changed)
-    label_col:str, # Column to write into, in the copy
-    new:pd.Series, # Labels, indexed by item
+    label_col:str|list, # Column to write into, in the copy (or several, e.g. one 0/1 column per class)
+    new:pd.Series|pd.DataFrame, # Labels, indexed by item (a frame with `label_col`'s columns for several)
     items, # Every item that must be a row of `df` (the training items)
 )->pd.DataFrame:
     "A copy of `df` with `new` written into `label_col`; refuses items that are not rows of `df`"
@@ -191,13 +191,13 @@ def write_labels(
     rows = df.index.isin(new.index)  # every copy of an item (rows sharing its index label) gets the item's label
     shared = df[rows & df.index.duplicated(keep=False)]
     if len(shared):  # rows sharing an index label must be copies of one item (oversample's), else a label lands on the wrong row
-        differ = shared.drop(columns=[label_col]).astype(str).groupby(level=0, sort=False).nunique(dropna=False).max(axis=1) > 1
+        differ = shared.drop(columns=label_col if isinstance(label_col, list) else [label_col]).astype(str).groupby(level=0, sort=False).nunique(dropna=False).max(axis=1) > 1
         if differ.any(): raise ValueError(
             f'{int(differ.sum())} index labels of the frame are shared by rows that are different items (e.g. {list(differ.index[differ.values][:3])}; '
             'a training row and a validation row after pd.concat of two reset_index() frames?): labels are written back by index '
             'label, so these rows cannot be told apart. Give every row its own index label before making the DataLoaders')
     res = df.copy()
-    if new.dtype == object and res[label_col].dtype != object: res[label_col] = res[label_col].astype(object)  # e.g. ints among NaN
+    if isinstance(new, pd.Series) and new.dtype == object and res[label_col].dtype != object: res[label_col] = res[label_col].astype(object)  # e.g. ints among NaN
     res.loc[rows, label_col] = new.reindex(res.index[rows]).to_numpy()
     return res
 

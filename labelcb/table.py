@@ -21,7 +21,7 @@ from fastcore.meta import delegates
 from fastcore.xtras import join_path_file
 from fastai.learner import Learner
 from fastai.torch_core import rank_distrib
-from .core import dataset_targets, item_ids, item_keys, write_labels, gather_objects, is_distributed, class_positions
+from .core import dataset_targets, item_ids, item_keys, write_labels, gather_objects, is_distributed, class_positions, class_key
 from .items import ItemIndex, ensure_item_index, UsesItemIndex, add_helper
 from .losses import soft_loss_for, SoftBCEWithLogitsLoss
 
@@ -304,11 +304,8 @@ def _apply_one_hot(self:LabelTable, df:pd.DataFrame, cols:list)->pd.DataFrame:
     except ValueError as e: raise ValueError(f'{e}: pass the 0/1 columns the DataLoaders were made from') from None
     has = self.labelled.numpy()
     now = (self.targets >= 0.5).cpu().numpy() if self.multi_label else np.eye(self.c, dtype=bool)[self.labels.numpy().clip(min=0)]
-    res = df
-    for col, j in zip(cols, cls_of):
-        new = pd.Series(now[has, j].astype(int), index=self.ids[has])
-        res = write_labels(res, col, new.astype(df[col].dtype, errors='ignore') if col in df else new, self.ids)
-    return res
+    new = pd.DataFrame(now[has][:, cls_of].astype(int), index=self.ids[has], columns=cols)
+    return write_labels(df, cols, new, self.ids)  # every column in one copy and one check
 
 # %% ../nbs/table.ipynb #7288336f
 @patch
@@ -319,10 +316,10 @@ def repair_scores(self:LabelTable,
     true = np.asarray(true_labels)
     int_names = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in self.vocab)
     if true.dtype.kind not in 'iu' or int_names:  # integer class names (3, 5, 7) are names, never positions
-        pos = {str(v): i for i, v in enumerate(self.vocab)}
-        unknown = sorted({str(v) for v in true.tolist()} - set(pos))
+        pos = {class_key(v): i for i, v in enumerate(self.vocab)}
+        unknown = sorted({class_key(v) for v in true.tolist()} - set(pos))
         if unknown: raise ValueError(f'true labels {unknown[:5]} are not classes of the table ({list(self.vocab)[:10]})')
-        true = np.array([pos[str(v)] for v in true.tolist()])
+        true = np.array([pos[class_key(v)] for v in true.tolist()])
     if self.multi_label: raise NotImplementedError('repair_scores is for single-label tables')
     now, orig, ch = self.labels.numpy(), self.original.numpy(), self.changed.numpy()
     wrong = orig != true
