@@ -411,9 +411,9 @@ def run_partial(args, method, seed, pool, test):
     frame = hide_labels(pool, 'clean', frac=args.labelled_frac, rows=~pool.is_valid.values, seed=seed, true_col=None)
     set_seed(seed)
     dls = make_dls(args, frame, 'clean', partial=True)
-    cbs = {'partial_plain': [], 'temporal': [TemporalEnsemble()], 'pimodel': [PiModel()],
-           'temporal_w10': [TemporalEnsemble(w_max=10., scale_w=False)], 'temporal_w30': [TemporalEnsemble(w_max=30., scale_w=False)],
-           'pimodel_w30': [PiModel(w_max=30., scale_w=False)]}[method]
+    cbs = {'partial_plain': lambda: [], 'temporal': lambda: [TemporalEnsemble()], 'pimodel': lambda: [PiModel()],
+           'temporal_w10': lambda: [TemporalEnsemble(w_max=10., scale_w=False)], 'temporal_w30': lambda: [TemporalEnsemble(w_max=30., scale_w=False)],
+           'pimodel_w30': lambda: [PiModel(w_max=30., scale_w=False)]}[method]()  # only this row's callback is made
     learn = make_learner(args, dls, cbs)
     secs = fit(args, learn)
     row = dict(valid_curve=' '.join(f'{v[2]:.3f}' for v in learn.recorder.values))  # held-out rows, clean labels: what settings are chosen on
