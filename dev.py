@@ -227,7 +227,8 @@ paths = [Path('nbs', n if n.endswith('.ipynb') else n + '.ipynb').resolve() for 
 for path in paths:
     os.chdir(path.parent)
     nb, start = read_nb(path), time.time()
-    CaptureShell(path).run_all(nb, exc_stop=True, preproc=lambda c: 'nbdev_export' + '(' in c.source)
+    skip = lambda c: 'nbdev_export' + '(' in c.source or any(l.replace(' ', '') == '#|eval:false' for l in c.source.splitlines())  # as nbdev
+    CaptureShell(path).run_all(nb, exc_stop=True, preproc=skip)
     write_nb(nb, path)
     print(f'ran {path.name} in full in {time.time() - start:.0f} s; outputs saved in it (review, then commit)', flush=True)
 """

@@ -14,9 +14,31 @@ from fastai.callback.fp16 import MixedPrecision
 from fastcore.basics import noop
 
 # %% auto #0
-__all__ = ['labels_of', 'class_key', 'class_positions', 'check_probs', 'check_choice', 'check_span', 'fit_quietly',
-           'validate_with_preds', 'learner_autocast', 'item_ids', 'item_keys', 'dataset_targets', 'write_labels',
-           'plot_history', 'rank_and_world', 'is_distributed', 'gather_objects', 'broadcast_object', 'gather_rows']
+__all__ = ['is_multi_label', 'labels_of', 'class_key', 'class_positions', 'check_probs', 'check_choice', 'check_span',
+           'user_loss', 'swap_loss', 'restore_loss', 'fit_quietly', 'validate_with_preds', 'learner_autocast',
+           'item_ids', 'item_keys', 'dataset_targets', 'write_labels', 'plot_history', 'rank_and_world',
+           'is_distributed', 'gather_objects', 'broadcast_object', 'gather_rows']
+
+# %% ../nbs/core.ipynb #74be4249
+def is_multi_label(
+    o, # A learner, DataLoaders, or labels: (N,) class codes, or (N, C) rows (0/1 tags, one-hot or probability rows)
+)->bool:
+    """Single- or multi-label, one rule for all of labelcb: a learner by its loss (a sigmoid per class, or a softmax over them),
+    DataLoaders by their training targets (fastai's `MultiCategoryBlock` gives rows), labels by their rows (multi-label unless every row sums to 1)"""
+    if hasattr(o, 'loss_func') and hasattr(o, 'dls'):  # a Learner: its loss makes the outputs probabilities (also after load_learner, with no data)
+        act = getattr(o.loss_func, 'activation', None)
+        probe = act(torch.zeros(1, 3)) if act is not None else None
+        if probe is None or not torch.is_tensor(probe) or probe.shape != (1, 3): raise ValueError(
+            f'the loss {type(o.loss_func).__name__} has no activation to turn outputs into probabilities: use a fastai loss '
+            '(CrossEntropyLossFlat, BCEWithLogitsLossFlat) or give yours an `activation`')
+        return not torch.allclose(probe.float().sum(), torch.tensor(1.))  # a softmax sums to 1, three sigmoids of 0 to 1.5
+    if hasattr(o, 'train_ds'):  # DataLoaders: the data block decided (even a row with one tag is a multi-label row there)
+        ds = o.train_ds
+        if not len(ds): raise ValueError('the training set is empty: single- or multi-label is read from its targets')
+        tls = getattr(ds, 'tls', None)
+        return torch.as_tensor(tls[getattr(ds, 'n_inp', 1)][0] if tls is not None else ds[0][-1]).ndim == 1  # a class is 0-d, tags a row
+    y = torch.as_tensor(np.asarray(o, dtype=np.float32) if not torch.is_tensor(o) else o)
+    return y.ndim == 2 and len(y) > 0 and not torch.allclose(y.float().sum(1), torch.ones(len(y)))
 
 # %% ../nbs/core.ipynb #a026eb28
 def labels_of(
@@ -33,7 +55,7 @@ def labels_of(
         if not np.isin(Y, (0, 1)).all(): raise ValueError(f'one-hot label columns {list(label_col)} must hold only 0 and 1')
         one = Y.sum(1) == 1
         if multi_label is None:
-            multi_label = not one.all()
+            multi_label = is_multi_label(Y)
             if multi_label and one.mean() >= 0.9: warnings.warn(  # nearly one-hot: a few odd rows change the whole problem, so say so
                 f'{int((~one).sum())} of {len(Y)} rows of {list(label_col)} do not hold exactly one 1 (e.g. row {df.index[~one][0]!r}): '
                 'reading the columns as multi-label (a sigmoid per class); if each image has one class, fix those rows or pass multi_label=False')
@@ -110,6 +132,25 @@ def check_span(
         or (isinstance(value, float) and (value > 1 if upto_one else value >= 1))):
         raise ValueError(f'{name} is a fraction of the fit in [0, 1{"]" if upto_one else ")"} or a number of epochs, not {value!r}')
     return value
+
+# %% ../nbs/core.ipynb #b8d062e8
+def user_loss(learn)->callable:
+    "The learner's own loss, whatever loss a labelcb callback trains it on now"
+    return getattr(learn.loss_func, '__dict__', {}).get('_labelcb_user_loss', learn.loss_func)
+
+def swap_loss(
+    learn, # The learner
+    loss, # The loss to train on; it keeps the user's loss, for `restore_loss`
+):
+    "Train `learn` on `loss`; the user's loss stays with it, however many labelcb losses come in turn"
+    user = user_loss(learn)
+    if loss is user: return
+    loss.__dict__['_labelcb_user_loss'] = user  # __dict__: a Module would register it as a submodule
+    learn.loss_func = loss
+
+def restore_loss(learn):
+    "Put the user's loss back on `learn`"
+    learn.loss_func = user_loss(learn)
 
 # %% ../nbs/core.ipynb #7852244e
 def fit_quietly(

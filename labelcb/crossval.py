@@ -234,8 +234,7 @@ def image_oof(
     if model is not None and not callable(model): raise TypeError(f'model is a function model(n_out) returning a model, not {model!r}')
     if model is None: _check_arch(arch)
     one_hot = isinstance(label_col, (list, tuple))
-    if one_hot: multi_label = labels_of(df, list(label_col), multi_label=multi_label)[0].ndim == 2
-    else: multi_label = label_delim is not None
+    multi_label = labels_of(df, list(label_col) if one_hot else label_col, label_delim, multi_label)[0].ndim == 2  # rows: multi-label
     if fold_col not in df: df = kfold(df, n_folds, list(label_col) if one_hot else label_col, label_delim, seed=seed, fold_col=fold_col)
     metric = accuracy_multi if multi_label else accuracy
     if num_workers is not None and (isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0):

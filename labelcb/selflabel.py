@@ -18,7 +18,7 @@ from fastai.torch_core import Module
 from fastcore.basics import store_attr, patch, noop
 from fastprogress.fastprogress import progress_bar
 from .items import ItemIndex, ensure_item_index, UsesItemIndex, TensorItemIdx, predict_items
-from .core import dataset_targets, item_ids, check_choice, rank_and_world, is_distributed, broadcast_object
+from .core import dataset_targets, item_ids, check_choice, rank_and_world, is_distributed, broadcast_object, swap_loss
 from .table import label_names
 from .partial import _missing
 from .sinkhorn import sinkhorn_knopp
@@ -146,8 +146,7 @@ class SelfLabelSinkhorn(UsesItemIndex, Callback):
         self.head = head
         lf = self.learn.loss_func
         if not isinstance(lf, SelfLabelLoss):  # the user's loss is kept, as label callbacks keep it, for when this callback is removed
-            lf = SelfLabelLoss(self.heads); lf.__dict__['_labelcb_user_loss'] = self.learn.loss_func
-            self.learn.loss_func = lf
+            lf = SelfLabelLoss(self.heads); swap_loss(self.learn, lf)
         lf.__dict__['_owner'], lf.heads = self, self.heads  # __dict__: not a submodule
         if new and self.learn.opt is not None:  # the optimizer holds the old head's parameters
             hypers = self.learn.opt.hypers[-1]

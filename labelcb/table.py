@@ -21,7 +21,7 @@ from fastcore.meta import delegates
 from fastcore.xtras import join_path_file
 from fastai.learner import Learner
 from fastai.torch_core import rank_distrib
-from .core import dataset_targets, item_ids, item_keys, write_labels, gather_objects, is_distributed, class_positions, class_key
+from .core import dataset_targets, item_ids, item_keys, write_labels, gather_objects, is_distributed, class_positions, class_key, is_multi_label, user_loss, swap_loss, restore_loss
 from .items import ItemIndex, ensure_item_index, UsesItemIndex, add_helper
 from .losses import soft_loss_for, SoftBCEWithLogitsLoss
 
@@ -67,7 +67,7 @@ class LabelTable:
         labels:Tensor, # (N,) class indices (`UNLABELLED` for an item without one), or (N, C) multi-hot or probability rows
         vocab=None, # Class names, in class-index order
         ids=None, # Who each labelled position is (a pandas Index, or a list): DataFrame index labels, paths...; positions sharing an id are copies of one item
-        multi_label:bool|None=None, # Multi-label targets; default: 2-D labels whose rows are not probability rows
+        multi_label:bool|None=None, # Multi-label targets; default: `is_multi_label(labels)` (2-D rows that do not each sum to 1)
         keys=None, # What each position is beyond its id (`item_keys`: file names...): a table is only for the items it was made for
     ):
         labels = _as_labels(labels)
@@ -75,7 +75,7 @@ class LabelTable:
         n = len(labels)
         has = labels != UNLABELLED if labels.ndim == 1 else torch.ones(n, dtype=torch.bool)
         c = labels.shape[1] if labels.ndim == 2 else len(vocab) if vocab is not None else int(labels[has].max())+1 if has.any() else 0
-        if multi_label is None: multi_label = labels.ndim == 2 and not torch.allclose(labels.float().sum(1), torch.ones(n))
+        if multi_label is None: multi_label = is_multi_label(labels)
         if multi_label and labels.ndim == 1: raise ValueError('multi-label targets are (N, C) multi-hot rows')
         if labels.ndim == 1 and has.any() and (labels[has].min() < 0 or labels[has].max() >= c): raise ValueError(
             f'labels must be class indices in [0, {c}) for {c} classes, or UNLABELLED ({UNLABELLED}); '
@@ -114,7 +114,7 @@ class LabelTable:
         if isinstance(getattr(ds, 'items', None), pd.DataFrame): _check_copies(ds.items)
         labels = _as_labels([torch.as_tensor(y) for y in ys])
         vocab = getattr(dls, 'vocab', None)
-        return cls(labels, vocab=vocab, ids=item_ids(ds, len(ys)), multi_label=labels.ndim == 2, keys=item_keys(ds))
+        return cls(labels, vocab=vocab, ids=item_ids(ds, len(ys)), multi_label=is_multi_label(dls), keys=item_keys(ds))
 
     def why_not_for(self, ds)->str|None:
         "None if this table was made for the items of `ds` with their given labels, position by position; else what differs"
@@ -558,18 +558,15 @@ class LabelCallback(UsesItemIndex, Callback):
     @property
     def user_loss(self):
         "The learner's own loss, whatever a label callback trains on now"
-        return getattr(self.learn.loss_func, '__dict__', {}).get('_labelcb_user_loss', self.learn.loss_func)
+        return user_loss(self.learn)
 
     def swap_loss(self, loss):
         "Train on `loss` until this training epoch ends, however it ends; the user's loss is put back then"
-        user = self.user_loss
-        if loss is user: return
-        loss.__dict__['_labelcb_user_loss'] = user  # __dict__: not registered as a submodule
-        self.learn.loss_func = loss
+        swap_loss(self.learn, loss)
 
     def restore_loss(self):
         "Put the user's loss back"
-        if self.learn is not None: self.learn.loss_func = self.user_loss
+        if self.learn is not None: restore_loss(self.learn)
 
     def _wants_probs(self)->bool: return False  # a subclass that uses this batch's predictions returns True
     def _probs(self, pred:Tensor)->Tensor:

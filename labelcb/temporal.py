@@ -43,6 +43,7 @@ class ConsistencyLoss(Module):
         self.w,self.sup_norm = w,sup_norm
         self.ce = SoftCrossEntropyLoss(weight=weight, reduction='none', label_smoothing=label_smoothing, weighted_smoothing=weighted_smoothing)
         self.sup_value = self.unsup_value = 0.
+        self.second_probs = None  # the Π-model's second pass of this batch, (B, C) softmax rows; set by `PiModel` before the loss
 
     def supervised(self, pred:Tensor, y:Tensor)->Tensor:
         "Cross-entropy of the labelled items (an unlabelled item's target row is zero, so it adds nothing)"
@@ -58,6 +59,8 @@ class ConsistencyLoss(Module):
         c = pred.shape[-1]
         y, target = (y, None) if y.shape[-1] == c else (y[:, :c], y[:, c:])
         loss = self.supervised(pred, y)
+        if target is None and self.second_probs is not None:  # Π-model: every item's target is its second pass (gradients flow through both)
+            target = torch.cat([self.second_probs, self.second_probs.new_ones(len(pred), 1)], 1)
         if target is None or not self.w: self.unsup_value = 0.; return loss
         unsup = consistency_mse(F.softmax(pred.float(), -1), target[:, :-1], target[:, -1])
         self.unsup_value = unsup.detach()
@@ -68,7 +71,7 @@ class TemporalEnsemble(LabelCallback):
     "Semi-supervised training: each item's consistency target is an average of its past predictions (Laine & Aila 2017)"
     run_valid,accepts_unlabelled = True,True  # validation: keep metrics to the labelled items
     stored_targets = True  # the consistency target is the stored ensemble (the Π-model makes its own)
-    _stateattrs = ('table', 'ensemble', 'n_seen', '_epoch_probs', '_epoch_seen')
+    _stateattrs = ('table', 'ensemble', 'n_seen', '_epoch_probs', '_epoch_seen', 'consistency')
     figures, figure_prefix = ('w', 'unsup_loss'), 'te'  # per epoch, in fastai's progress table and loggers
     def __init__(self,
         alpha:float=0.6, # Ensemble momentum α
@@ -133,8 +136,9 @@ class TemporalEnsemble(LabelCallback):
         if getattr(soft, 'reduction', 'mean') != 'mean': raise ValueError(
             f"{type(self).__name__}'s loss is a mean over the batch, as the paper's; reduction={soft.reduction!r} has no counterpart: "
             "leave reduction at 'mean'")
-        self.swap_loss(ConsistencyLoss(self.unsup_weight, self.sup_norm, weight=getattr(soft, 'weight', None),
-                                       label_smoothing=getattr(soft, 'label_smoothing', 0.), weighted_smoothing=getattr(soft, 'weighted_smoothing', True)))
+        self.consistency = ConsistencyLoss(self.unsup_weight, self.sup_norm, weight=getattr(soft, 'weight', None),
+                                           label_smoothing=getattr(soft, 'label_smoothing', 0.), weighted_smoothing=getattr(soft, 'weighted_smoothing', True))
+        self.swap_loss(self.consistency)  # kept by name too: a loss wrapper put on top (MixUp's) must not hide it
         self._sums, self._n = torch.zeros(2, device=dev), 0  # sup and unsup loss summed over items, on the device: no sync per batch
 
     def _move_state(self, device):
@@ -167,7 +171,7 @@ class TemporalEnsemble(LabelCallback):
 
     def after_loss(self):
         if not (self.training and self.active): return
-        lf, bs = self.loss_func, len(self.idx)
+        lf, bs = self.consistency, len(self.idx)
         dev = self._sums.device
         self._sums += torch.stack([torch.as_tensor(lf.sup_value, device=dev), torch.as_tensor(lf.unsup_value, device=dev)]).float()*bs
         self._n += bs
@@ -224,15 +228,16 @@ class PiModel(TemporalEnsemble):
             "PiModel: the two passes of each batch gave the same predictions, so the consistency term is 0: give the second pass "
             "its own perturbation (augment='shift' or a function) or use a model with dropout")
 
-    def after_loss(self):
+    def after_pred(self):
+        "The second pass of the batch, for the loss: the consistency term is part of the training loss, as temporal ensembling's"
+        super().after_pred()
         if self.training and self.active and self.unsup_weight:
-            xb = tuple(self._second_input(x) for x in self.xb)
-            second = F.softmax(self.model(*xb).float(), -1)
-            unsup = consistency_mse(F.softmax(self.pred.float(), -1), second, torch.ones(len(second), device=second.device))
-            self.loss_func.unsup_value = unsup.detach()
-            self.learn.loss_grad = self.loss_grad + self.unsup_weight*unsup
-            self.learn.loss = self.loss_grad.clone()
+            self.consistency.second_probs = F.softmax(self.model(*(self._second_input(x) for x in self.xb)).float(), -1)
+
+    def after_loss(self):
+        "Add the batch's loss terms to the epoch's sums; drop the second pass"
         super().after_loss()
+        if self.training and self.active: self.consistency.second_probs = None
 
 # %% ../nbs/temporal.ipynb #856927bf
 class RandomTranslate(Module):

@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 from fastprogress.fastprogress import progress_bar
-from .core import learner_autocast, item_ids
+from .core import learner_autocast, item_ids, is_multi_label
 from .items import predict_items
 from .multilabel import decode_tags
 
@@ -30,13 +30,9 @@ def dihedral_views(square:bool=True)->list:
 _AUGMENTS, _COMBINES = ('fastai', 'dihedral', None), ('mean', 'max')
 
 def _activation(learn):
-    "The learner's activation, and whether it is multi-label (a sigmoid per class rather than a softmax over them)"
-    act = getattr(learn.loss_func, 'activation', None)
-    probe = act(torch.zeros(1, 3)) if act is not None else None
-    if probe is None or not torch.is_tensor(probe) or probe.shape != (1, 3): raise ValueError(
-        f'the loss {type(learn.loss_func).__name__} has no activation to turn outputs into probabilities: use a fastai loss '
-        '(CrossEntropyLossFlat, BCEWithLogitsLossFlat) or give yours an `activation`')
-    return act, not torch.allclose(probe.sum(), torch.tensor(1.))  # a softmax sums to 1, three sigmoids of 0 to 1.5
+    "The learner's activation, and whether it is multi-label (`is_multi_label`: a sigmoid per class rather than a softmax over them)"
+    multi = is_multi_label(learn)  # also checks that the loss has an activation
+    return learn.loss_func.activation, multi
 
 def _views_of(learn, dl, augment:str|None, n:int)->list:
     "The passes to run: (augment the loading?, views of each batch; None is the batch as loaded)"

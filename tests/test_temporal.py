@@ -126,3 +126,24 @@ def test_user_frame_untouched_and_fill_labels():
     pd.testing.assert_frame_equal(df, before)
     assert filled[filled.split == 'train'].label.notna().all()
     assert (filled.label[df.label.notna()] == df.label[df.label.notna()]).all()   # given labels are kept
+
+
+def test_pi_model_consistency_is_part_of_the_loss_function():
+    "Π's consistency term is in the loss the learner calls, as temporal ensembling's: `loss_grad` is what `loss_func` returned, "
+    "so a callback reading or scaling the loss after it (GradientAccumulation, a loss logger) sees the whole loss"
+    from fastai.callback.core import Callback
+    class Spy(Callback):
+        order = -30  # before PiModel (order -19) ends the batch's second pass in its after_loss
+        def before_fit(self): self.gaps, self.unsup = [], []
+        def after_loss(self):
+            if not self.training: return
+            lf = self.learn.loss_func
+            with torch.no_grad(): again = lf(self.pred, *self.yb)
+            self.gaps.append(abs(float(again) - float(self.learn.loss_grad))); self.unsup.append(float(lf.unsup_value))
+    df = partial_small()
+    set_seed(0)
+    det = lambda: nn.Sequential(nn.Flatten(), nn.Linear(3*16*16, 10))  # no dropout: only the second pass's shift differs
+    spy = Spy()
+    learn = fit(df, [PiModel(rampup=1), spy], epochs=2, model=det)
+    assert max(spy.unsup) > 0               # the term was on (epoch 1)
+    assert max(spy.gaps) < 1e-5             # and the loss function returned it: nothing added behind fastai's back
