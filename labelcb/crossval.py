@@ -4,7 +4,7 @@
 
 # %% ../nbs/crossval.ipynb #c8a8dc6d
 from __future__ import annotations
-import warnings
+import time, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from .tta import ensemble_predict
 from .multilabel import multilabel_dls
 
 # %% auto #0
-__all__ = ['KFoldResult', 'cross_validate', 'blend', 'image_oof']
+__all__ = ['KFoldResult', 'cross_validate', 'blend', 'estimate_seconds', 'image_oof']
 
 # %% ../nbs/crossval.ipynb #2fec3704
 class KFoldResult:
@@ -197,6 +197,34 @@ def blend(
     if len(w) != len(probs) or (w < 0).any() or w.sum() == 0: raise ValueError(f'{len(probs)} frames need as many non-negative weights, not {weights!r}')
     return sum(wi*p for wi, p in zip(w/w.sum(), probs) if wi > 0)  # a frame of weight 0 adds nothing, not even its NaN
 
+# %% ../nbs/crossval.ipynb #6bab5274
+def estimate_seconds(
+    learn, # A throwaway learner like the ones the fits will train (its weights move a little: do not train it afterwards)
+    epochs:int, # Epochs of each fit
+    fits:int=1, # Fits of this size (e.g. the folds)
+    n_batches:int=3, # Training batches to time, after one untimed (worker start-up, first allocations)
+)->float: # Estimated seconds of all the fits
+    "How long `fits` fits of `epochs` epochs will take here: a few training batches timed, loading and augmentation included, scaled"
+    dl, model = learn.dls.train, learn.model
+    model.train()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.)  # lr 0: the weights stay as they are
+    times, it = [], iter(dl)
+    t = time.perf_counter()
+    for i in range(min(n_batches + 1, len(dl))):
+        xb, yb = (b := next(it))[:dl.n_inp], b[dl.n_inp:]
+        loss = learn.loss_func(model(*xb), *yb)
+        loss.backward(); opt.step(); opt.zero_grad()
+        now = time.perf_counter()
+        if i: times.append(now - t)
+        t = now
+    per_batch = float(np.median(times)) if times else now - t
+    valid = len(learn.dls.valid)/3 if learn.dls.valid is not None else 0  # a validation batch: a forward pass only, about a third
+    return per_batch*(len(dl) + valid)*epochs*fits
+
+def _say_estimate(secs:float, what:str):
+    print(f'{what}: about {secs/60:.0f} minutes on this machine' if secs >= 90 else f'{what}: about {secs:.0f} seconds on this machine',
+          '(fewer epochs or folds, or a smaller image size, make it quicker)' if secs >= 600 else '', flush=True)
+
 # %% ../nbs/crossval.ipynb #76cba799
 def _check_arch(arch):
     "Refuse, before anything is trained, an `arch` that is neither a fastai architecture nor a timm model name"
@@ -226,6 +254,7 @@ def image_oof(
     seed:int=0, # Seed of the folds and of each fold's training
     fold_col:str='fold', # Fold column (made if missing)
     progress:bool=True, # Progress bar over folds
+    estimate:bool|None=None, # Print how long the folds will take, before the first starts (`estimate_seconds`); default: with `progress`
     **kwargs, # Passed to `cross_validate` (test_df, tta, keep_learners...)
 )->KFoldResult:
     "Out-of-fold probabilities for the images of `df` from `n_folds` models, one per fold"
@@ -251,5 +280,8 @@ def image_oof(
         return vision_learner(dls, getattr(models, arch) if isinstance(arch, str) and hasattr(models, arch) else arch,
                               pretrained=pretrained, metrics=metric)
     lr = lr or (1e-2 if model is not None else 1e-3)
+    if progress if estimate is None else estimate:
+        folds = kwargs.get('folds') or sorted(int(f) for f in df[fold_col].unique() if f >= 0)
+        _say_estimate(estimate_seconds(make_learner(make_dls(df, folds[0])), epochs, len(folds)), f'{len(folds)} folds × {epochs} epochs')
     return cross_validate(df, make_dls, make_learner, fit=lambda learn: learn.fit_one_cycle(epochs, lr), fold_col=fold_col,
                           seed=seed, progress=progress, **kwargs)
