@@ -17,7 +17,7 @@ Two environments, kept outside the checkout so clones and CI runs share them (`L
   built here and installed offline (`--no-index`), the way a Kaggle notebook without internet would.
 Only the standard library is used here: this file must run on a machine with nothing but Python and git.
 """
-import configparser, datetime, hashlib, os, shlex, shutil, subprocess, sys, tempfile
+import configparser, datetime, hashlib, os, re, shlex, shutil, subprocess, sys, tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -234,6 +234,42 @@ for path in paths:
 """
 
 
+# Saved outputs are what a reader sees on GitHub and in the docs: console progress bars (fastprogress outside Jupyter draws
+# them with carriage returns), third-party deprecation notices and the outputs of hidden test cells are noise there.
+_BAR = r'\|[\u2588X-]+\| *\d+(\.\d+)?% \['  # a fastprogress console bar: |██---| 40.00% [2/5 ...
+_NOTICES = ('FutureWarning: `torch.jit', 'Pandas4Warning')
+
+def _tidy_text(text:str, stderr:bool)->str:
+    "Drop progress-bar redraws; on stderr also drop third-party deprecation notices (a warning line and its indented source line)"
+    lines, out, skip_next = text.replace('\r\n', '\n').split('\n'), [], False
+    for line in lines:
+        if skip_next and line.startswith(' '): skip_next = False; continue
+        skip_next = False
+        line = line.split('\r')[-1]  # a redrawn line: keep what was drawn last
+        if re.search(_BAR, line) or line.strip() == '\u2588': continue
+        if stderr and any(m in line for m in _NOTICES): skip_next = True; continue
+        out.append(line)
+    return '\n'.join(out)
+
+def tidy_outputs(path:Path):
+    "Tidy the saved outputs of one notebook in place (stdlib only: runs here, not in the notebook's environment)"
+    import json
+    nb = json.loads(path.read_text(encoding='utf-8'))
+    for cell in nb['cells']:
+        if cell['cell_type'] != 'code': continue
+        src = ''.join(cell['source'])
+        if src.lstrip().startswith('#| hide'): cell['outputs'] = []; continue  # a hidden cell's tests: nothing to read
+        kept = []
+        for o in cell.get('outputs', []):
+            if o.get('output_type') == 'stream':
+                text = _tidy_text(''.join(o['text']), o.get('name') == 'stderr')
+                if not text.strip(): continue
+                o['text'] = text.splitlines(keepends=True)
+            kept.append(o)
+        cell['outputs'] = kept
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + '\n', encoding='utf-8')
+
+
 def run_script(python, script:str, env, *args)->int:
     "Run `script` (one of the texts above) with `python`, from a file, so the log shows its name rather than its text"
     with tempfile.TemporaryDirectory() as d:
@@ -317,6 +353,7 @@ def main(argv):
         names = ['tutorial_kaggle'] if cmd == 'tutorial' else args
         if not names: raise SystemExit('name the notebooks to run, e.g. python3 dev.py outputs elr audit')
         code = run_script(env/'bin'/'python', NOTEBOOK_OUTPUTS, dev_environ(env), *names)
+        for n in names: tidy_outputs(ROOT/'nbs'/(n if n.endswith('.ipynb') else n + '.ipynb'))  # what did run is tidied too
         if not code: run(env/'bin'/'nbdev_clean', env=dev_environ(env))  # outputs stay; ids and metadata as the hygiene check wants them
         raise SystemExit(code)
     if cmd == 'env': ensure_env('dev'); ensure_env('latest'); return

@@ -222,8 +222,8 @@ def estimate_seconds(
     return per_batch*(len(dl) + valid)*epochs*fits
 
 def _say_estimate(secs:float, what:str):
-    print(f'{what}: about {secs/60:.0f} minutes on this machine' if secs >= 90 else f'{what}: about {secs:.0f} seconds on this machine',
-          '(fewer epochs or folds, or a smaller image size, make it quicker)' if secs >= 600 else '', flush=True)
+    msg = f'{what}: about {secs/60:.0f} minutes on this machine' if secs >= 90 else f'{what}: about {secs:.0f} seconds on this machine'
+    print(msg + (' (fewer epochs or folds, or a smaller image size, make it quicker)' if secs >= 600 else ''), flush=True)
 
 # %% ../nbs/crossval.ipynb #76cba799
 def _check_arch(arch):
