@@ -14,10 +14,10 @@ from fastai.callback.fp16 import MixedPrecision
 from fastcore.basics import noop
 
 # %% auto #0
-__all__ = ['is_multi_label', 'labels_of', 'class_key', 'class_positions', 'check_probs', 'check_choice', 'check_span',
-           'user_loss', 'swap_loss', 'restore_loss', 'fit_quietly', 'validate_with_preds', 'learner_autocast',
-           'item_ids', 'item_keys', 'dataset_targets', 'write_labels', 'plot_history', 'rank_and_world',
-           'is_distributed', 'gather_objects', 'broadcast_object', 'gather_rows']
+__all__ = ['is_multi_label', 'labels_of', 'is_missing_label', 'class_key', 'class_positions', 'check_probs', 'check_choice',
+           'check_span', 'user_loss', 'swap_loss', 'restore_loss', 'fit_quietly', 'validate_with_preds',
+           'learner_autocast', 'item_ids', 'item_keys', 'dataset_targets', 'write_labels', 'plot_history',
+           'rank_and_world', 'is_distributed', 'gather_objects', 'broadcast_object', 'gather_rows']
 
 # %% ../nbs/core.ipynb #74be4249
 def is_multi_label(
@@ -74,6 +74,12 @@ def labels_of(
         return Y, vocab
     codes, classes = pd.factorize(col, sort=True)  # a missing label is code -1, a class of its own for stratification
     return codes, list(classes)
+
+# %% ../nbs/core.ipynb #8594be44
+def is_missing_label(o)->bool:
+    "An empty label: NaN, None, pandas NA, or a blank string (`PartialCategoryBlock`'s rule, shared with SeLa's scores)"
+    if isinstance(o, str): return not o.strip()
+    return o is None or (np.ndim(o) == 0 and bool(pd.isna(o)))
 
 # %% ../nbs/core.ipynb #b0152c65
 def class_key(v)->str:

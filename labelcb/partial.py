@@ -13,16 +13,12 @@ from fastai.torch_core import TensorCategory
 from fastai.losses import CrossEntropyLossFlat
 from fastai.learner import Metric
 from .table import UNLABELLED
+from .core import is_missing_label
 
 # %% auto #0
 __all__ = ['PartialCrossEntropyLossFlat', 'PartialCategorize', 'PartialCategoryBlock', 'hide_labels', 'labelled_only']
 
 # %% ../nbs/partial.ipynb #6faf0f41
-def _missing(o)->bool:
-    "An empty label: NaN, None, pandas NA, or a blank string"
-    if isinstance(o, str): return not o.strip()
-    return o is None or (np.ndim(o) == 0 and bool(pd.isna(o)))
-
 def _as_ints(labels:list)->list:
     "Whole-number floats back to ints: a pandas integer column with NaN in it reads as floats (3 becomes 3.0)"
     if labels and all(isinstance(o, (float, np.floating)) and float(o).is_integer() for o in labels): return [int(o) for o in labels]
@@ -39,7 +35,7 @@ class PartialCategorize(Categorize):
     "`Categorize` for partly labelled data: a missing label (NaN, None, '') becomes `UNLABELLED` and stays out of the vocab"
     def setups(self, dsets):
         if self.vocab is None and dsets is not None:
-            labels = _as_ints([o for o in dsets if not _missing(o)])
+            labels = _as_ints([o for o in dsets if not is_missing_label(o)])
             if not labels: raise ValueError('no training item has a label: PartialCategoryBlock needs some labelled items '
                                             '(for no labels at all, see SelfLabelSinkhorn)')
             text = [isinstance(o, str) for o in labels]
@@ -51,7 +47,7 @@ class PartialCategorize(Categorize):
         self.c = len(self.vocab)
 
     def encodes(self, o):
-        if _missing(o): return TensorCategory(UNLABELLED)
+        if is_missing_label(o): return TensorCategory(UNLABELLED)
         return super().encodes(o)  # 3.0 finds class 3: equal numbers hash alike
 
     def decodes(self, o): return Category('' if int(o) == UNLABELLED else self.vocab[o])

@@ -20,7 +20,7 @@ from fastprogress.fastprogress import progress_bar
 from .items import ItemIndex, ensure_item_index, UsesItemIndex, TensorItemIdx, predict_items
 from .core import dataset_targets, item_ids, check_choice, rank_and_world, is_distributed, broadcast_object, swap_loss
 from .table import label_names
-from .partial import _missing
+from .core import is_missing_label
 from .sinkhorn import sinkhorn_knopp
 
 # %% auto #0
@@ -229,7 +229,7 @@ def cluster_scores(
     from scipy.optimize import linear_sum_assignment
     c, truth = np.asarray(clusters), np.asarray(truth, dtype=object)
     if len(c) != len(truth): raise ValueError(f'{len(c)} cluster labels for {len(truth)} true labels')
-    has = ~np.array([_missing(v) for v in truth], dtype=bool)  # the empty-label rule of PartialCategoryBlock
+    has = ~np.array([is_missing_label(v) for v in truth], dtype=bool)  # the empty-label rule of PartialCategoryBlock
     if not has.any(): raise ValueError('no item has a true class to score the clusters against')
     c, t = c[has], pd.factorize(truth[has])[0]  # an unlabelled item is not a class of its own
     m = np.zeros((c.max()+1, t.max()+1)); np.add.at(m, (c, t), 1)
