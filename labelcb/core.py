@@ -15,7 +15,7 @@ from fastcore.basics import noop
 
 # %% auto #0
 __all__ = ['is_multi_label', 'labels_of', 'is_missing_label', 'class_key', 'class_positions', 'check_probs', 'check_choice',
-           'check_span', 'user_loss', 'swap_loss', 'restore_loss', 'fit_quietly', 'validate_with_preds',
+           'check_span', 'kept_loss', 'user_loss', 'swap_loss', 'restore_loss', 'fit_quietly', 'validate_with_preds',
            'learner_autocast', 'item_ids', 'item_keys', 'dataset_targets', 'write_labels', 'plot_history',
            'rank_and_world', 'is_distributed', 'gather_objects', 'broadcast_object', 'gather_rows']
 
@@ -140,9 +140,14 @@ def check_span(
     return value
 
 # %% ../nbs/core.ipynb #b8d062e8
+def kept_loss(loss)->callable|None:
+    "The user's loss a labelcb loss keeps (put there by `swap_loss`), or None"
+    return getattr(loss, '__dict__', {}).get('_labelcb_user_loss')
+
 def user_loss(learn)->callable:
     "The learner's own loss, whatever loss a labelcb callback trains it on now"
-    return getattr(learn.loss_func, '__dict__', {}).get('_labelcb_user_loss', learn.loss_func)
+    kept = kept_loss(learn.loss_func)
+    return learn.loss_func if kept is None else kept
 
 def swap_loss(
     learn, # The learner

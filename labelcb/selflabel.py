@@ -18,9 +18,8 @@ from fastai.torch_core import Module
 from fastcore.basics import store_attr, patch, noop
 from fastprogress.fastprogress import progress_bar
 from .items import ItemIndex, ensure_item_index, UsesItemIndex, TensorItemIdx, predict_items
-from .core import dataset_targets, item_ids, check_choice, rank_and_world, is_distributed, broadcast_object, swap_loss
+from .core import dataset_targets, item_ids, check_choice, rank_and_world, is_distributed, broadcast_object, swap_loss, kept_loss, is_missing_label
 from .table import label_names
-from .core import is_missing_label
 from .sinkhorn import sinkhorn_knopp
 
 # %% auto #0
@@ -82,7 +81,7 @@ class SelfLabelLoss(Module):
     ): store_attr()
     def _user(self):
         "The user's own loss once the `SelfLabelSinkhorn` that put this loss in is off the learner (`remove_cb`, end of `fit(cbs=...)`), else None"
-        owner, user = self.__dict__.get('_owner'), self.__dict__.get('_labelcb_user_loss')
+        owner, user = self.__dict__.get('_owner'), kept_loss(self)
         return user if owner is not None and user is not None and getattr(owner, 'learn', None) is None else None
     def forward(self, pred:Tensor, target:Tensor)->Tensor:
         if (user := self._user()) is not None: return user(pred, target)
