@@ -209,15 +209,13 @@ def estimate_seconds(
     model.train()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.)  # lr 0: the weights stay as they are
     times, it = [], iter(dl)
-    t = time.perf_counter()
-    for i in range(min(n_batches + 1, len(dl))):
+    for i in range(min(n_batches + 1, len(dl))):  # a loader with no full batch (drop_last) times nothing: the fits train nothing
+        t = time.perf_counter()
         xb, yb = (b := next(it))[:dl.n_inp], b[dl.n_inp:]
         loss = learn.loss_func(model(*xb), *yb)
         loss.backward(); opt.step(); opt.zero_grad()
-        now = time.perf_counter()
-        if i: times.append(now - t)
-        t = now
-    per_batch = float(np.median(times)) if times else now - t
+        times.append(time.perf_counter() - t)
+    per_batch = float(np.median(times[1:] or times or [0.]))  # the first batch only when it is the only one
     valid = len(learn.dls.valid)/3 if learn.dls.valid is not None else 0  # a validation batch: a forward pass only, about a third
     return per_batch*(len(dl) + valid)*epochs*fits
 
