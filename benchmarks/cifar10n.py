@@ -50,7 +50,8 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).parent/'results'
 KEY = ['labels', 'method', 'seed', 'n_train', 'epochs', 'width', 'precision']
 NOISY_METHODS = ['plain', 'plc_diff', 'plc_ratio', 'softlabel', 'refinery', 'elr', 'clean_drop', 'clean_weight', 'clean_relabel']
-OOF_METHODS = ('softlabel', 'clean_drop', 'clean_weight', 'clean_relabel')  # rows that share one OOF per seed and label set
+OOF_METHODS = ('softlabel', 'clean_drop', 'clean_weight', 'clean_relabel', 'clean_weight_oof15')  # rows that share one OOF per seed and label set
+OOF_EPOCHS = {'clean_weight_oof15': 15}  # rows whose OOF comes from folds of this budget, not --epochs: audit short, retrain long
 PARTIAL_METHODS = ['partial_plain', 'temporal', 'pimodel']
 SELA_METHODS = {'sela': (10, 1), 'sela_paper': (128, 10)}  # (K, heads); sela_paper: the paper's CIFAR setting
 ALL_METHODS = NOISY_METHODS + PARTIAL_METHODS + ['sela', 'sela_paper']
@@ -299,10 +300,9 @@ def run_noisy(args, method, labels, seed, pool, test):
     except ImportError: ELR = None
     row = {}
     frame = pool
-    if method in OOF_METHODS or method == 'clean_weight_oof15':  # k-fold OOF on the training rows, same recipe per fold, shared by these rows
+    if method in OOF_METHODS:  # k-fold OOF on the training rows, same recipe per fold, shared by these rows
         train = pool[~pool.is_valid]
-        # clean_weight_oof15: the audit of the 15-epoch folds (computed once), then a second stage of --epochs: audit short, retrain long
-        res = oof_for(argparse.Namespace(**{**vars(args), 'epochs': 15}) if method == 'clean_weight_oof15' else args, labels, seed, pool)
+        res = oof_for(argparse.Namespace(**{**vars(args), 'epochs': OOF_EPOCHS[method]}) if method in OOF_EPOCHS else args, labels, seed, pool)
         row.update(prep_seconds=res.seconds, oof_acc_given=res.oof_accuracy,
                    oof_acc_clean=float((np.array(res.vocab, dtype=object)[res.probs.values.argmax(1)] == train.loc[res.probs.index, 'clean'].values).mean()))
         row.update(audit_rows(res, train))
@@ -327,7 +327,7 @@ def run_noisy(args, method, labels, seed, pool, test):
     elif method == 'plc_ratio_w50': cbs = [PLC('ratio', warmup=0.5)]
     elif method == 'softlabel': cbs = [SoftLabel(oof)]
     elif method in ('clean_drop', 'clean_relabel'): cbs = []
-    elif method in ('clean_weight', 'clean_weight_oof15'):
+    elif method.startswith('clean_weight'):
         from labelcb.all import ItemWeights
         cbs = [ItemWeights(frame['weight'])]
     elif method == 'elr': cbs = [ELR()]
