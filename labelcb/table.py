@@ -122,7 +122,8 @@ class LabelTable:
         keys = item_keys(ds)
         if self._content is not None and (keys is None or _fingerprint(keys) != self._content): return 'other items under the same ids (other files)'
         # an id says who an item is, not what its label is: the given labels must also be the dataset's
-        given = LabelTable(_as_labels([torch.as_tensor(y) for y in dataset_targets(ds)]), vocab=self.vocab, multi_label=self.multi_label)
+        given = LabelTable(_as_labels([torch.as_tensor(y) for y in dataset_targets(ds)]), vocab=self.vocab, ids=item_ids(ds, len(ds)),
+                           multi_label=self.multi_label)  # one label per item, as this table's: an oversampled item's copies are one
         if given.c != self.c or not torch.equal(given.original, self.original): return 'the same items with other given labels'
         return None
     def describes(self, ds)->bool:
