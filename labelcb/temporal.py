@@ -91,6 +91,13 @@ class TemporalEnsemble(LabelCallback):
         self.ensemble = self.n_seen = self._epoch_probs = self._epoch_seen = None
         self._w_scale = None if scale_w else 1.
 
+    @classmethod
+    def paper(cls,
+        **kwargs, # Any other option
+    ):
+        "The paper's schedule: w ramps up over the first 80 epochs (of its 300), whatever the fit's length; w_max·M/N and α are the defaults"
+        return cls(**{'rampup': 80, **kwargs})
+
     def _init_state(self): self.table = self.ensemble = self.n_seen = self._epoch_probs = self._epoch_seen = None
     def _new_items(self): self._init_state(); self.history = []
     def _wants_probs(self)->bool: return True  # every training pass feeds the ensemble
@@ -132,6 +139,7 @@ class TemporalEnsemble(LabelCallback):
             self._epoch_probs, self._epoch_seen = torch.zeros(n, c, device=dev), torch.zeros(n, dtype=torch.bool, device=dev)
         self._epoch_seen.zero_()
         self.unsup_weight = self.weight_at(self.epoch, self.n_epoch)
+        if self.epoch == 0 and isinstance(self.rampup, int) and self.rampup >= self.n_epoch: self._warn_short_ramp()
         soft = self.learn.loss_func  # the soft loss LabelCallback put in; the user's loss comes back after training
         if getattr(soft, 'reduction', 'mean') != 'mean': raise ValueError(
             f"{type(self).__name__}'s loss is a mean over the batch, as the paper's; reduction={soft.reduction!r} has no counterpart: "
@@ -140,6 +148,14 @@ class TemporalEnsemble(LabelCallback):
                                            label_smoothing=getattr(soft, 'label_smoothing', 0.), weighted_smoothing=getattr(soft, 'weighted_smoothing', True))
         self.swap_loss(self.consistency)  # kept by name too: a loss wrapper put on top (MixUp's) must not hide it
         self._sums, self._n = torch.zeros(2, device=dev), 0  # sup and unsup loss summed over items, on the device: no sync per batch
+
+    def _warn_short_ramp(self):
+        "The ramp-up is longer than the fit: say how far w gets, since the unlabelled items then hardly count"
+        top = self.w_max*self._w_scale
+        end = self.weight_at(self.n_epoch - 1, self.n_epoch)/top if top else 1.
+        warnings.warn(f'{type(self).__name__}: the consistency weight ramps up over {self.rampup} epochs and this fit has {self.n_epoch}: '
+                      f'it ends at {end:.0%} of its maximum, so the unlabelled items barely count. Give rampup as a share of the fit '
+                      '(the default, 0.25) or fit longer')
 
     def _move_state(self, device):
         for k in ('ensemble', 'n_seen', '_epoch_probs', '_epoch_seen'): setattr(self, k, getattr(self, k).to(device))
