@@ -460,6 +460,8 @@ class LabelCallback(UsesItemIndex, Callback):
     ):
         self.table,self.active,self._table_given,self._batch_rows = table,False,table is not None,None
     def _init_state(self): self.table = None  # what an exported/unpickled callback starts from
+    def __getstate__(self):  # the training set last checked is a reference to the data: never part of an exported learner
+        return {k: v for k, v in super().__getstate__().items() if k != '_checked_ds'}
     def _new_items(self):
         "Forget the state of other items: this callback now trains on a training set its table was not made for"
         self.table = None
@@ -516,6 +518,7 @@ class LabelCallback(UsesItemIndex, Callback):
         if self.figures: self._show_figures(not hasattr(self.learn, 'lr_finder'))
         self.restore_loss()  # a fit stopped in an odd place may have left the soft loss in place
         if '_do_epoch' not in self.learn.__dict__: self.learn._do_epoch = self._epoch_restoring_loss
+        self._checked_ds = None  # the table is checked against the training set once per fit (reading every label costs ~0.1 ms an item)
 
     def _epoch_restoring_loss(self):
         "The learner's epoch; however it ends (an exception, KeyboardInterrupt), the user's loss is back before it leaves"
@@ -530,7 +533,9 @@ class LabelCallback(UsesItemIndex, Callback):
         self.active = not hasattr(self.learn, 'lr_finder')
         self._rows_before_epoch = len(getattr(self, 'history', []))
         if not self.active: return
-        self.table = self._table_for(self.dls.train_ds)
+        ds = self.dls.train_ds
+        if ds is not getattr(self, '_checked_ds', None) or self.table is None:  # a fit's first epoch, or new DataLoaders mid-fit
+            self.table, self._checked_ds = self._table_for(ds), ds
         n_missing = int((~self.table.labelled).sum())
         if n_missing and not self.accepts_unlabelled: raise ValueError(
             f'{type(self).__name__} needs a label on every training item, and {n_missing} of {len(self.table)} have none: '
