@@ -55,7 +55,9 @@ OOF_EPOCHS = {'clean_weight_oof15': 15}  # rows whose OOF comes from folds of th
 PARTIAL_METHODS = ['partial_plain', 'temporal', 'pimodel']
 SELA_METHODS = {'sela': (10, 1), 'sela_paper': (128, 10)}  # (K, heads); sela_paper: the paper's CIFAR setting
 ALL_METHODS = NOISY_METHODS + PARTIAL_METHODS + ['sela', 'sela_paper']
-PARTIAL_DIAGNOSTICS = ['temporal_w10', 'temporal_w30', 'pimodel_w30']  # consistency weights, unscaled by M/N
+PARTIAL_DIAGNOSTICS = ['temporal_w10', 'temporal_w30', 'pimodel_w30',  # consistency weights, unscaled by M/N
+                       'partial_plain_os4', 'temporal_os4', 'pimodel_os4']  # labelled rows oversampled ×4: about a quarter of each batch labelled (Mean Teacher: 31 of 128)
+OVERSAMPLED = '_os4'
 DIAGNOSTIC_METHODS = PARTIAL_DIAGNOSTICS + ['plc_diff_p3', 'plc_diff_w50', 'plc_ratio_w50', 'elr_paper', 'elr_lam1', 'elr_s50', 'elr_model', 'plain_trace', 'clean_weight_oof15']  # plain_trace: plain, saving each epoch's training-pass softmax per item  # PLC with its correction phase starting half-way: a question, not a default
 # what each row is compared with, as the md tables say it
 COMPARED = dict(plain='clean-label ceiling (plain on clean)', plc_diff='plain, same labels and seed', plc_ratio='plain, same labels and seed',
@@ -63,6 +65,8 @@ COMPARED = dict(plain='clean-label ceiling (plain on clean)', plc_diff='plain, s
                 partial_plain='plain on clean (all labels)', temporal='partial_plain, same seed', pimodel='partial_plain, same seed',
                 temporal_w10='partial_plain, same seed (diagnostic: w 10, not scaled by M/N)', temporal_w30='partial_plain, same seed (diagnostic: w 30, not scaled by M/N)',
                 pimodel_w30='partial_plain, same seed (diagnostic: w 30, not scaled by M/N)',
+                partial_plain_os4='partial_plain, same seed (diagnostic: labelled rows ×4)', temporal_os4='partial_plain_os4, same seed (labelled rows ×4 in both)',
+                pimodel_os4='partial_plain_os4, same seed (labelled rows ×4 in both)',
                 sela='k-means on pixels; random-weights network', sela_paper='k-means on pixels; random-weights network (K=128, 10 heads)', plain_trace='plain, same labels and seed',
                 elr='plain, same labels and seed', clean_drop='plain, same labels and seed (time: + its OOF folds)',
                 clean_weight='plain, same labels and seed (time: + its OOF folds)', clean_relabel='plain, same labels and seed (time: + its OOF folds)',
@@ -410,6 +414,10 @@ def run_partial(args, method, seed, pool, test):
     from fastai.vision.all import set_seed
     from labelcb.all import TemporalEnsemble, PiModel, hide_labels
     frame = hide_labels(pool, 'clean', frac=args.labelled_frac, rows=~pool.is_valid.values, seed=seed, true_col=None)
+    if method.endswith(OVERSAMPLED):  # every labelled training row four times (copies share the item: one ensemble target each)
+        from labelcb.all import oversample
+        frame = oversample(frame, 'clean', classes=sorted(frame.clean.dropna().unique()), factor=4, valid_col='is_valid')
+        method = method[:-len(OVERSAMPLED)]
     set_seed(seed)
     dls = make_dls(args, frame, 'clean', partial=True)
     cbs = {'partial_plain': lambda: [], 'temporal': lambda: [TemporalEnsemble()], 'pimodel': lambda: [PiModel()],
@@ -425,7 +433,7 @@ def run_partial(args, method, seed, pool, test):
         pl = cbs[0].pseudo_labels()  # the unlabelled training items' ensemble targets against their clean labels
         row['targets_right'] = float((pl.label.values == pool.loc[pl.index, 'clean'].values).mean())
     row.update(test_acc=test_accuracy(learn, test), seconds=secs, valid_clean_acc=valid_clean_accuracy(learn, pool),
-               n_labelled=int(frame.loc[~frame.is_valid, 'clean'].notna().sum()))
+               n_labelled=int(frame.loc[~frame.is_valid, 'clean'].dropna().index.nunique()))  # items, not oversampled copies
     return row
 
 
@@ -658,12 +666,17 @@ PARTIAL_CURVE_NOTE = ('800 of the 10,000 training images labelled (clean labels,
                       'images, the same steps); valid: the 1,000 held-out training-split images (clean labels), what settings are chosen on.')
 
 
+def partial_base(method:str)->str:
+    "The plain row a partly labelled row is compared with: plain on the same sampling (plain's own oversampled row: plain)"
+    return 'partial_plain' + (OVERSAMPLED if method.endswith(OVERSAMPLED) and method != 'partial_plain' + OVERSAMPLED else '')
+
+
 def partial_curve(df:pd.DataFrame, n_train=10000, width=16, precision='bf16')->pd.DataFrame:
     "Partly labelled rows as a budget curve: one row per method and budget, with the gain over plain on that budget"
     g = df[df.method.isin(PARTIAL_METHODS + PARTIAL_DIAGNOSTICS) & (df.n_train == n_train) & (df.width == width) & (df.precision == precision)]
     rows = []
     for (m, e), h in g.groupby(['method', 'epochs'], sort=False):
-        base = g[(g.method == 'partial_plain') & (g.epochs == e) & g.seed.isin(h.seed)].set_index('seed')
+        base = g[(g.method == partial_base(m)) & (g.epochs == e) & g.seed.isin(h.seed)].set_index('seed')
         gain = (h.set_index('seed').test_acc - base.test_acc).dropna()
         vgain = (h.set_index('seed').valid_clean_acc - base.valid_clean_acc).dropna() if 'valid_clean_acc' in h else pd.Series(dtype=float)
         rows.append(dict(method=m, epochs=int(e), seeds=len(h), test_acc=round(h.test_acc.mean(), 3),
@@ -734,7 +747,7 @@ def report(path:Path, cmd:str):
         if len(part):
             rows = []
             for m, h in part.groupby('method', sort=False):
-                base = part[(part.method == 'partial_plain') & part.seed.isin(h.seed)].set_index('seed')
+                base = part[(part.method == partial_base(m)) & part.seed.isin(h.seed)].set_index('seed')
                 rows.append(dict(labels=h.labels.iloc[0], method=m, n_labelled=int(h.n_labelled.iloc[0]), test_acc=_mean_sd(h.test_acc),
                                  gain_over_plain='' if m == 'partial_plain' else f'{(h.set_index("seed").test_acc - base.test_acc).mean():+.3f}',
                                  time_vs_plain='' if m == 'partial_plain' else f'{(h.set_index("seed").seconds/base.seconds).mean():.2f}x'))
