@@ -96,7 +96,7 @@ class LabelTable:
         self.ids.name = ids.name
         self.item_of = torch.as_tensor(codes, dtype=torch.long)
         if len(self.ids) < n:
-            first = torch.as_tensor(pd.Series(np.arange(n)).groupby(codes, sort=True).first().to_numpy(), dtype=torch.long)
+            first = torch.tensor(pd.Series(np.arange(n)).groupby(codes, sort=True).first().to_numpy(), dtype=torch.long)  # a copy: pandas' array is read-only
             if not torch.equal(self.targets[self.item_of], self.targets[first][self.item_of]): raise ValueError(
                 'positions with the same id are copies of one item and must have the same label; some do not: give each '
                 'item its own id (reset the frame\'s index)')
