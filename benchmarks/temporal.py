@@ -7,7 +7,9 @@ labelled items only (`PartialCategoryBlock` labels the others -100, which the cr
 PiModel(augment=RandomTranslate(1)). Accuracy on the test labels (360 digits). Timing (`--part timing`): plain vs
 TemporalEnsemble, median of interleaved 5-epoch fits.
 
-    python3 dev.py bench temporal [--part accuracy|timing|both] [--per-class 10 3] [--seeds 0 1 2] [--epochs 30]
+    python3 dev.py bench temporal [--part accuracy|timing|both] [--per-class 10 3] [--seeds 0 1 2] [--epochs 30] [--labelled-factor 4]
+
+`--labelled-factor 4`: each labelled training row four times (`oversample`), for every method alike.
 
 Writes benchmarks/results/temporal.csv (one row per fit), temporal.md (summary) and temporal_timing.md.
 """
@@ -17,7 +19,8 @@ import pandas as pd
 
 warnings.filterwarnings('ignore', category=FutureWarning, module='torch')
 from common import interleaved_fit_times, instrumented_share, run_info
-from labelcb.all import (DEMO_METHODS, ConsistencyLoss, TemporalEnsemble, PiModel, RandomTranslate, digits_df, digits_test_accuracy, fit_digits, hide_labels)
+from labelcb.all import (DEMO_METHODS, ConsistencyLoss, TemporalEnsemble, PiModel, RandomTranslate, digits_df, digits_test_accuracy, fit_digits, hide_labels,
+                         oversample)
 
 OUT = Path(__file__).parent/'results'
 SEMI = DEMO_METHODS['TemporalEnsemble'].fit_kwargs  # the demo's semi-supervised recipe: data, augmentation, input noise
@@ -40,6 +43,8 @@ def main(argv=None):
     p.add_argument('--methods', nargs='+', default=list(METHODS))
     p.add_argument('--timing-reps', type=int, default=5)
     p.add_argument('--part', choices=['accuracy', 'timing', 'both'], default='both')
+    p.add_argument('--labelled-factor', type=int, default=1, help='each labelled training row this many times (oversample); '
+                   'results go to temporal_labelled_x<factor>.csv/.md, beside the plain-sampling ones')
     args = p.parse_args(argv)
     cmd, machine = run_info('temporal', argv)
     OUT.mkdir(exist_ok=True)
@@ -64,22 +69,28 @@ def main(argv=None):
     for k in args.per_class:
         for seed in args.seeds:
             df = frame(k, seed)
+            train_df = df if args.labelled_factor == 1 else oversample(  # copies share the item; test and validation rows are never copied
+                df.assign(not_train=df.split != 'train'), 'label', classes=df.label.dropna().unique(), factor=args.labelled_factor,
+                valid_col='not_train').drop(columns='not_train')
             for name in args.methods:
-                learn, secs = fit_digits(df, METHODS[name](), epochs=args.epochs, seed=seed, lr=args.lr, **SEMI)
+                learn, secs = fit_digits(train_df, METHODS[name](), epochs=args.epochs, seed=seed, lr=args.lr, **SEMI)
                 rows.append(dict(per_class=k, labels=int(df[df.split == 'train'].label.notna().sum()), seed=seed, method=name,
                                  test_accuracy=digits_test_accuracy(learn, df), seconds=secs))
                 print(rows[-1], flush=True)
     res = pd.DataFrame(rows)
-    res.to_csv(OUT/'temporal.csv', index=False)
-    (OUT/'temporal.md').write_text(summary(res, args, cmd, machine))
-    print('\n' + (OUT/'temporal.md').read_text())
+    name = 'temporal' if args.labelled_factor == 1 else f'temporal_labelled_x{args.labelled_factor}'
+    res.to_csv(OUT/f'{name}.csv', index=False)
+    (OUT/f'{name}.md').write_text(summary(res, args, cmd, machine))
+    print('\n' + (OUT/f'{name}.md').read_text())
 
 
 def summary(res, args, cmd, machine):
     lines = ['# TemporalEnsemble / Π-model benchmark\n', f'Command: `{cmd}`  ',
              f'Machine: {machine}. Digits: 1077 training images, of which `labels` keep their label; 360 validation and 360 test '
              f'images, all labelled. {args.epochs} epochs of fit_one_cycle (lr {args.lr}), batch 64, same frame, seed and network '
-             'for every method. Accuracy on the test labels, mean ± sd over seeds (per seed in temporal.csv).\n',
+             'for every method. Accuracy on the test labels, mean ± sd over seeds (per seed in the CSV beside this file).'
+             + (f' Every labelled training row {args.labelled_factor} times (`oversample`), for every method alike; plain sampling: temporal.md.'
+                if args.labelled_factor > 1 else '') + '\n',
              '| labels | method | test accuracy | per seed | gain over plain | fit seconds |', '|---|---|---|---|---|---|']
     for k, g in res.groupby('per_class', sort=False):
         base = g[g.method == args.methods[0]].set_index('seed').test_accuracy
