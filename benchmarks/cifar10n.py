@@ -667,7 +667,7 @@ PARTIAL_CURVE_NOTE = ('800 of the 10,000 training images labelled (clean labels,
 
 
 def partial_base(method:str)->str:
-    "The plain row a partly labelled row is compared with: plain on the same sampling (plain's own oversampled row: plain)"
+    "The plain row a partly labelled row is compared with: plain on the same sampling; plain on the oversampled frame is compared with plain"
     return 'partial_plain' + (OVERSAMPLED if method.endswith(OVERSAMPLED) and method != 'partial_plain' + OVERSAMPLED else '')
 
 
