@@ -44,7 +44,7 @@ import pandas as pd
 
 warnings.filterwarnings('ignore', category=FutureWarning)
 sys.path.insert(0, str(Path(__file__).parent))
-from common import md_table
+from common import md_table, oversample_labelled
 warnings.filterwarnings('ignore', category=UserWarning, module='torch')
 ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).parent/'results'
@@ -415,8 +415,7 @@ def run_partial(args, method, seed, pool, test):
     from labelcb.all import TemporalEnsemble, PiModel, hide_labels
     frame = hide_labels(pool, 'clean', frac=args.labelled_frac, rows=~pool.is_valid.values, seed=seed, true_col=None)
     if method.endswith(OVERSAMPLED):  # every labelled training row four times (copies share the item: one ensemble target each)
-        from labelcb.all import oversample
-        frame = oversample(frame, 'clean', classes=sorted(frame.clean.dropna().unique()), factor=4, valid_col='is_valid')
+        frame = oversample_labelled(frame, 'clean', 4, training=~frame.is_valid)
         method = method[:-len(OVERSAMPLED)]
     set_seed(seed)
     dls = make_dls(args, frame, 'clean', partial=True)

@@ -2,7 +2,7 @@
 import platform, sys, time
 import pandas as pd
 import torch
-from labelcb.all import fit_digits, ItemIndex, LabelCallback
+from labelcb.all import fit_digits, ItemIndex, LabelCallback, oversample
 
 
 def run_info(name:str, argv=None)->tuple:
@@ -67,6 +67,12 @@ def instrumented_share(df, makers:dict, epochs:int=5, loss_types=(), **fit_kwarg
         rows.append(dict(method=name, fit_seconds=round(secs, 2), labelcb_seconds=round(spent[0], 3), labelcb_share=f'{spent[0]/secs:.2%}'))
         print(rows[-1], flush=True)
     return pd.DataFrame(rows)
+
+
+def oversample_labelled(df:pd.DataFrame, label_col:str, factor:int, training)->pd.DataFrame:
+    "Every labelled row among the `training` ones (a boolean mask) `factor` times, with `oversample`: partly labelled data, labels seen more often"
+    flagged = df.assign(_not_training=~pd.Series(training, index=df.index).astype(bool))
+    return oversample(flagged, label_col, classes=sorted(df[label_col].dropna().unique()), factor=factor, valid_col='_not_training').drop(columns='_not_training')
 
 
 def md_table(df, **kw)->str:
