@@ -307,6 +307,7 @@ class WeightedItemLoss(Module):
     def forward(self, pred:Tensor, y:Tensor)->Tensor:
         if self.batch_weights is None: return self.base(pred, y)  # validation
         l, w = self.per_item(pred, y), self.batch_weights.to(pred.device)
+        self.batch_weights = None  # used: ItemWeights checks that each training batch's weights were
         if l.ndim > 1: l = l.mean(tuple(range(1, l.ndim)))
         return (l*w).sum()/w.sum().clamp(min=1e-12) if self.reduction == 'mean' else (l*w).sum() if self.reduction == 'sum' else l*w
     def activation(self, x:Tensor)->Tensor: return self.base.activation(x)
@@ -324,7 +325,7 @@ class ItemWeights(LabelCallback):
         w = pd.to_numeric(weights, errors='coerce')
         if w.isna().any() or not np.isfinite(w.to_numpy()).all() or (w < 0).any(): raise ValueError('weights must be finite numbers ≥ 0')
         if weights.index.has_duplicates: raise ValueError('the weights have duplicate index labels: one weight per item')
-        self.weights, self._w = w.astype(float), None
+        self.weights, self._w, self._loss = w.astype(float), None, None
     def _init_state(self): self.table,self._w = None,None
 
     def before_train(self):
@@ -334,10 +335,18 @@ class ItemWeights(LabelCallback):
         missing = self.table.ids.difference(self.weights.index)
         if len(missing): raise KeyError(f'no weight for {len(missing)} of the {len(self.table)} training items, e.g. {list(missing[:3])}')
         self._w = torch.tensor(self.weights.loc[self.table.ids].to_numpy(), dtype=torch.float32, device=self.table.device)
-        self.swap_loss(WeightedItemLoss(self.learn.loss_func))
+        self._loss = self.wrap_label_loss(WeightedItemLoss)  # under ELR's penalty too, in whichever order they come
     def before_batch(self):
         "The batch's weights, for the loss"
         super().before_batch()
         if self.active and self.training:
             if self._w.device != self.idx.device: self._w = self._w.to(self.idx.device)
-            self.learn.loss_func.batch_weights = self._w[self.idx]
+            self._loss.batch_weights = self._w[self.idx]
+    def after_loss(self):
+        "Refuse a training loss that left the weights unused (another callback's loss put in after ours)"
+        if self.active and self.training and self._loss.batch_weights is not None: raise ValueError(
+            f'ItemWeights: the training loss ({type(self.learn.loss_func).__name__}) did not use the item weights: '
+            'it does not weigh items; use ItemWeights without the callback that put it in')
+    def after_train(self):
+        "The weighing loss goes with the epoch"
+        super().after_train(); self._loss = None

@@ -111,7 +111,8 @@ class ELR(LabelCallback):
         if t is None or t.shape != (n, c): self.table.state['elr'] = torch.zeros(n, c, device=self.table.device)  # official: zeros
         if self.epoch == 0: self._fit_start = len(self.history)
         self.lam_now = self.lam_at(self.epoch, self.n_epoch, getattr(self, '_fit_start', 0))
-        self.swap_loss(ELRLoss(self.learn.loss_func, self.lam_now, self.table.multi_label))
+        self._loss = ELRLoss(self.learn.loss_func, self.lam_now, self.table.multi_label)  # kept: ItemWeights may slip its weights under it
+        self.swap_loss(self._loss)
         self._seen = torch.zeros(n, dtype=torch.bool, device=self.table.device)
         self._reg, self._n = torch.zeros((), device=self.table.device), 0
 
@@ -137,7 +138,7 @@ class ELR(LabelCallback):
     def after_loss(self):
         "Sum the penalty for the epoch's history"
         if self.active and self.training:
-            self._reg += torch.as_tensor(self.loss_func.reg_value, device=self._reg.device).float()
+            self._reg += torch.as_tensor(self._loss.reg_value, device=self._reg.device).float()
             self._n += len(self.idx)
 
     def after_train(self):
@@ -154,7 +155,7 @@ class ELR(LabelCallback):
             self.history.append(dict(epoch=len(self.history), lam=self.lam_now, reg=self._reg.item()/max(self._n, 1),
                                      agree=agree.item()))
             self._train_agreement = agree.item()  # ModelReady's signal when there are no held-out labels
-        super().after_train()
+        super().after_train(); self._loss = None
 
 # %% ../nbs/elr.ipynb #855c521a
 @patch

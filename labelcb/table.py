@@ -20,10 +20,10 @@ from fastcore.basics import patch, store_attr
 from fastcore.meta import delegates
 from fastcore.xtras import join_path_file
 from fastai.learner import Learner
-from fastai.torch_core import rank_distrib
+from fastai.torch_core import rank_distrib, Module
 from .core import dataset_targets, item_ids, item_keys, write_labels, gather_objects, is_distributed, class_positions, class_key, is_multi_label, user_loss, swap_loss, restore_loss
 from .items import ItemIndex, ensure_item_index, UsesItemIndex, add_helper
-from .losses import soft_loss_for, SoftBCEWithLogitsLoss
+from .losses import soft_loss_for, SoftCrossEntropyLoss, SoftBCEWithLogitsLoss
 
 # %% auto #0
 __all__ = ['UNLABELLED', 'LabelTable', 'label_names', 'HeldOutAccuracy', 'ensure_held_out_accuracy', 'ModelReady',
@@ -573,6 +573,20 @@ class LabelCallback(UsesItemIndex, Callback):
     def restore_loss(self):
         "Put the user's loss back"
         if self.learn is not None: restore_loss(self.learn)
+
+    def wrap_label_loss(self,
+        wrap, # Makes the new loss on the labels from the old one (`WeightedItemLoss`)
+    )->Module: # The new loss
+        "Put `wrap(loss)` in place of the loss on the labels, wherever it sits: the learner's loss, or the `base` under labelcb losses put on it (ELR's)"
+        holder, loss = None, self.learn.loss_func
+        while not isinstance(loss, (SoftCrossEntropyLoss, SoftBCEWithLogitsLoss)):
+            holder, loss = loss, getattr(loss, 'base', None)
+            if loss is None: raise ValueError(f'{type(self).__name__} weighs the loss on the labels, and '
+                f'{type(self.learn.loss_func).__name__} has none it can reach: use {type(self).__name__} without it')
+        new = wrap(loss)
+        if holder is None: self.swap_loss(new)
+        else: holder.base = new  # a labelcb loss made this epoch, never the user's
+        return new
 
     def _wants_probs(self)->bool: return False  # a subclass that uses this batch's predictions returns True
     def _probs(self, pred:Tensor)->Tensor:

@@ -463,3 +463,45 @@ def test_filled_labels_round_trip_through_a_csv(tmp_path):
     assert list(dls2.vocab) == list(learn.dls.vocab) and all(isinstance(v, int) for v in dls2.vocab)  # 3, not '3.0'
     mixed = back.assign(label=back.label.map(lambda v: v if pd.isna(v) else (str(int(v)) if v % 2 else int(v))))
     with pytest.raises(TypeError, match='mix text and numbers'): digits_dls(mixed, size=8, bs=32, y_block=PartialCategoryBlock)
+
+
+class LossSpy(Callback):
+    "Records every training batch's logits, targets, item weights and loss"
+    order = 50
+    def __init__(self, weights): self.weights, self.seen = weights, []
+    def after_loss(self):
+        if self.training: self.seen.append((self.pred.detach().float(), self.yb[0].detach(), self.weights._w[self.weights.idx].clone(), self.loss.item()))
+
+
+@pytest.mark.parametrize('weights_first', [True, False])
+def test_item_weights_under_elr_in_either_order(weights_first):
+    "Clean-then-retrain's weights with ELR: each batch's loss is the weighted soft cross-entropy plus ELR's penalty (the weights were ignored with ItemWeights first, and ELR failed with it second)"
+    from labelcb.all import ELR, ItemWeights
+    from labelcb.elr import elr_regulariser
+    df = frame()
+    w = pd.Series(np.where(np.arange(len(df)) % 3 == 0, 0., 1.), index=df.index)
+    iw, elr = ItemWeights(w), ELR(start=0)
+    spy = LossSpy(iw)
+    learn = learner(df, [iw, elr, spy] if weights_first else [elr, iw, spy])
+    learn.fit(2, 1e-3)
+    c = learn.dls.c
+    for pred, y, bw, loss in spy.seen:
+        p = torch.softmax(pred, -1)
+        ce = -(y[:, :c]*torch.log_softmax(pred, -1)).sum(1)
+        direct = (ce*bw).sum()/bw.sum() + elr.lam*elr_regulariser(p, y[:, c:]).mean()
+        assert loss == pytest.approx(direct.item(), rel=1e-4, abs=1e-5)
+    assert any((bw == 0).any() for _, _, bw, _ in spy.seen)  # some items weigh nothing
+
+
+@pytest.mark.parametrize('weights_first', [True, False])
+def test_item_weights_refuse_a_loss_that_cannot_weigh(weights_first):
+    "TemporalEnsemble's loss has no per-item label loss to weigh: a clear error, not weights silently unused"
+    from labelcb.all import ItemWeights
+    df = frame()
+    iw, te = ItemWeights(pd.Series(1., index=df.index)), TemporalEnsemble()
+    learn = learner(df, [iw, te] if weights_first else [te, iw])
+    user = learn.loss_func
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # every item is labelled here: TemporalEnsemble says so
+        with pytest.raises(ValueError, match='ItemWeights'): learn.fit(1, 1e-3)
+    assert learn.loss_func is user
