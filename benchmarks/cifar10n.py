@@ -50,15 +50,15 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).parent/'results'
 KEY = ['labels', 'method', 'seed', 'n_train', 'epochs', 'width', 'precision']
 NOISY_METHODS = ['plain', 'plc_diff', 'plc_ratio', 'softlabel', 'refinery', 'elr', 'clean_drop', 'clean_weight', 'clean_relabel']
-OOF_METHODS = ('softlabel', 'clean_drop', 'clean_weight', 'clean_relabel', 'clean_weight_oof15')  # rows that share one OOF per seed and label set
-OOF_EPOCHS = {'clean_weight_oof15': 15}  # rows whose OOF comes from folds of this budget, not --epochs: audit short, retrain long
+OOF_METHODS = ('softlabel', 'clean_drop', 'clean_weight', 'clean_relabel', 'clean_weight_oof15', 'clean_weight_elr_oof15')  # rows that share one OOF per seed and label set
+OOF_EPOCHS = {'clean_weight_oof15': 15, 'clean_weight_elr_oof15': 15}  # rows whose OOF comes from folds of this budget, not --epochs: audit short, retrain long
 PARTIAL_METHODS = ['partial_plain', 'temporal', 'pimodel']
 SELA_METHODS = {'sela': (10, 1), 'sela_paper': (128, 10)}  # (K, heads); sela_paper: the paper's CIFAR setting
 ALL_METHODS = NOISY_METHODS + PARTIAL_METHODS + ['sela', 'sela_paper']
 PARTIAL_DIAGNOSTICS = ['temporal_w10', 'temporal_w30', 'pimodel_w30',  # consistency weights, unscaled by M/N
                        'partial_plain_os4', 'temporal_os4', 'pimodel_os4']  # labelled rows oversampled ×4: about a quarter of each batch labelled (Mean Teacher: 31 of 128)
 OVERSAMPLED = '_os4'
-DIAGNOSTIC_METHODS = PARTIAL_DIAGNOSTICS + ['plc_diff_p3', 'plc_diff_w50', 'plc_ratio_w50', 'elr_paper', 'elr_lam1', 'elr_s50', 'elr_model', 'plain_trace', 'clean_weight_oof15']  # plain_trace: plain, saving each epoch's training-pass softmax per item  # PLC with its correction phase starting half-way: a question, not a default
+DIAGNOSTIC_METHODS = PARTIAL_DIAGNOSTICS + ['plc_diff_p3', 'plc_diff_w50', 'plc_ratio_w50', 'elr_paper', 'elr_lam1', 'elr_s50', 'elr_model', 'plain_trace', 'clean_weight_oof15', 'clean_weight_elr_oof15']  # plain_trace: plain, saving each epoch's training-pass softmax per item  # PLC with its correction phase starting half-way: a question, not a default
 # what each row is compared with, as the md tables say it
 COMPARED = dict(plain='clean-label ceiling (plain on clean)', plc_diff='plain, same labels and seed', plc_ratio='plain, same labels and seed',
                 softlabel='plain, same labels and seed', refinery='plain (= its R1), same labels and seed',
@@ -72,7 +72,7 @@ COMPARED = dict(plain='clean-label ceiling (plain on clean)', plc_diff='plain, s
                 clean_weight='plain, same labels and seed (time: + its OOF folds)', clean_relabel='plain, same labels and seed (time: + its OOF folds)',
                 elr_paper='plain, same labels and seed (diagnostic: ELR as the paper sets it)', elr_lam1='plain, same labels and seed (diagnostic: ELR λ=1)',
                 elr_s50='plain, same labels and seed (diagnostic: ELR from half-way)',
-                plc_diff_w50='plain, same labels and seed (diagnostic: warm-up 50%)', plc_diff_p3='plain, same labels and seed (diagnostic: ModelReady(patience=3))', elr_model='plain, same labels and seed', clean_weight_oof15='plain, same labels and seed (time: + its 15-epoch OOF folds)', plc_ratio_w50='plain, same labels and seed (diagnostic: warm-up 50%)')
+                plc_diff_w50='plain, same labels and seed (diagnostic: warm-up 50%)', plc_diff_p3='plain, same labels and seed (diagnostic: ModelReady(patience=3))', elr_model='plain, same labels and seed', clean_weight_oof15='plain, same labels and seed (time: + its 15-epoch OOF folds)', clean_weight_elr_oof15='plain, same labels and seed (diagnostic: the 15-epoch audit\'s weights, then ELR(start=0.5); time: + its OOF folds)', plc_ratio_w50='plain, same labels and seed (diagnostic: warm-up 50%)')
 
 
 def parse(argv=None):
@@ -333,7 +333,7 @@ def run_noisy(args, method, labels, seed, pool, test):
     elif method in ('clean_drop', 'clean_relabel'): cbs = []
     elif method.startswith('clean_weight'):
         from labelcb.all import ItemWeights
-        cbs = [ItemWeights(frame['weight'])]
+        cbs = [ItemWeights(frame['weight'])] + ([ELR(start=0.5)] if '_elr' in method else [])  # _elr: the audit's weights, then ELR on top
     elif method == 'elr': cbs = [ELR()]
     elif method == 'elr_paper': cbs = [ELR(lam=3., start=0)]
     elif method == 'elr_lam1': cbs = [ELR(lam=1.)]
@@ -357,9 +357,10 @@ def run_noisy(args, method, labels, seed, pool, test):
     row.update(test_acc=test_accuracy(learn, test), seconds=secs, valid_clean_acc=valid_clean_accuracy(learn, pool))
     if getattr(cbs[0] if cbs else None, 'ready', None) is not None:  # PLC, ELR(start='model'): each epoch's held-out accuracy on the given labels, * once ready
         row['ready_log'] = ' '.join(f"{o['acc']:.3f}{'*' if o['ready'] else ''}" for o in cbs[0].ready.log)
-    if method.startswith('elr'):  # per epoch: λ/penalty/targets naming the given label; at the end, targets naming the clean label
-        row['per_epoch'] = ' '.join(f'{h["epoch"]}:{h["lam"]:.1f}/{h["reg"]:.2f}/{h["agree"]:.2f}' for h in cbs[0].history)
-        t = cbs[0].table
+    elr = next((cb for cb in cbs if ELR is not None and isinstance(cb, ELR)), None)
+    if elr is not None:  # per epoch: λ/penalty/targets naming the given label; at the end, targets naming the clean label
+        row['per_epoch'] = ' '.join(f'{h["epoch"]}:{h["lam"]:.1f}/{h["reg"]:.2f}/{h["agree"]:.2f}' for h in elr.history)
+        t = elr.table
         row['elr_target_right'] = float((np.array(t.vocab, dtype=object)[t.state['elr'].argmax(1).cpu().numpy()] == truth_of(pool, t)).mean())
     row.update(memorisation(learn, pool, labels))
     if method == 'plain_trace':  # for judging correction rules offline, on the training labels only
@@ -624,7 +625,8 @@ def main(argv=None):
 
 HEADLINE_METHODS = dict(plain='plain fastai', elr='`ELR()`', clean_drop="clean, then retrain ('drop')",
                         clean_weight="clean, then retrain ('weight')",
-                        clean_weight_oof15="clean, then retrain ('weight', from the 15-epoch audit)", clean_relabel="clean, then retrain ('relabel')",
+                        clean_weight_oof15="clean, then retrain ('weight', from the 15-epoch audit)", clean_weight_elr_oof15="clean, then retrain ('weight', from the 15-epoch audit) with `ELR(start=0.5)`",
+                        clean_relabel="clean, then retrain ('relabel')",
                         softlabel='`SoftLabel` (k-fold OOF)', refinery='`RefineryLoop` R2', plc_diff_p3="`PLC()` (from when the model is ready: 3 level epochs)", plc_diff="`PLC(ready=ModelReady(patience=2))` (the default until 3)", plc_ratio="`PLC('ratio')`",
                         elr_paper='`ELR()` (the default: the paper\'s λ = 3 from the first epoch)', elr_s50='`ELR(start=0.5)`',
                         elr_model="`ELR(start='model')` (measured with ModelReady(patience=2))")
