@@ -111,6 +111,7 @@ class ELR(LabelCallback):
         if t is None or t.shape != (n, c): self.table.state['elr'] = torch.zeros(n, c, device=self.table.device)  # official: zeros
         if self.epoch == 0: self._fit_start = len(self.history)
         self.lam_now = self.lam_at(self.epoch, self.n_epoch, getattr(self, '_fit_start', 0))
+        self.label_loss()  # refuse a training loss without one to add the penalty to (TemporalEnsemble's)
         self._loss = ELRLoss(self.learn.loss_func, self.lam_now, self.table.multi_label)  # kept: ItemWeights may slip its weights under it
         self.swap_loss(self._loss)
         self._seen = torch.zeros(n, dtype=torch.bool, device=self.table.device)

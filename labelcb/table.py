@@ -574,15 +574,20 @@ class LabelCallback(UsesItemIndex, Callback):
         "Put the user's loss back"
         if self.learn is not None: restore_loss(self.learn)
 
+    def label_loss(self)->tuple: # (the labelcb loss holding it as `base`, or None where it is the learner's loss; the loss on the labels)
+        "Find the loss on the labels under the labelcb losses stacked on it (ELR's); refuse a training loss that has none (TemporalEnsemble's)"
+        holder, loss = None, self.learn.loss_func
+        while not isinstance(loss, (SoftCrossEntropyLoss, SoftBCEWithLogitsLoss)):
+            holder, loss = loss, getattr(loss, 'base', None)
+            if loss is None: raise ValueError(f'{type(self).__name__} works on the loss on the labels, and this training loss '
+                f'({type(self.learn.loss_func).__name__}) has none it can reach: use {type(self).__name__} without the callback that put it in')
+        return holder, loss
+
     def wrap_label_loss(self,
         wrap, # Makes the new loss on the labels from the old one (`WeightedItemLoss`)
     )->Module: # The new loss
         "Put `wrap(loss)` in place of the loss on the labels, wherever it sits: the learner's loss, or the `base` under labelcb losses put on it (ELR's)"
-        holder, loss = None, self.learn.loss_func
-        while not isinstance(loss, (SoftCrossEntropyLoss, SoftBCEWithLogitsLoss)):
-            holder, loss = loss, getattr(loss, 'base', None)
-            if loss is None: raise ValueError(f'{type(self).__name__} weighs the loss on the labels, and '
-                f'{type(self.learn.loss_func).__name__} has none it can reach: use {type(self).__name__} without it')
+        holder, loss = self.label_loss()
         new = wrap(loss)
         if holder is None: self.swap_loss(new)
         else: holder.base = new  # a labelcb loss made this epoch, never the user's

@@ -493,15 +493,28 @@ def test_item_weights_under_elr_in_either_order(weights_first):
     assert any((bw == 0).any() for _, _, bw, _ in spy.seen)  # some items weigh nothing
 
 
-@pytest.mark.parametrize('weights_first', [True, False])
-def test_item_weights_refuse_a_loss_that_cannot_weigh(weights_first):
-    "TemporalEnsemble's loss has no per-item label loss to weigh: a clear error, not weights silently unused"
-    from labelcb.all import ItemWeights
+@pytest.mark.parametrize('other', ['ItemWeights', 'ELR'])
+@pytest.mark.parametrize('temporal_first', [True, False])
+def test_temporal_refuses_losses_it_would_drop(other, temporal_first):
+    "TemporalEnsemble trains on a loss of its own: with ItemWeights or ELR on the same learner, a clear error in either order (the weights went unused, ELR's penalty was dropped or failed on tensor sizes)"
+    from labelcb.all import ItemWeights, ELR
     df = frame()
-    iw, te = ItemWeights(pd.Series(1., index=df.index)), TemporalEnsemble()
-    learn = learner(df, [iw, te] if weights_first else [te, iw])
+    cb, te = (ItemWeights(pd.Series(1., index=df.index)) if other == 'ItemWeights' else ELR(start=0)), TemporalEnsemble()
+    learn = learner(df, [te, cb] if temporal_first else [cb, te])
     user = learn.loss_func
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # every item is labelled here: TemporalEnsemble says so
-        with pytest.raises(ValueError, match='ItemWeights'): learn.fit(1, 1e-3)
+        with pytest.raises(ValueError, match='without the callback that put it in'): learn.fit(1, 1e-3)
     assert learn.loss_func is user
+
+
+def test_item_weights_refuse_a_loss_that_left_them_unused():
+    "A callback of the user's that puts its own loss in after ItemWeights: an error at the first batch, not weights silently unused"
+    from labelcb.all import ItemWeights
+    class OwnLoss(Callback):
+        order = 0
+        def before_train(self): self.learn.loss_func = nn.MSELoss()
+        def after_train(self): self.learn.loss_func = CrossEntropyLossFlat()
+    df = frame()
+    learn = learner(df, [ItemWeights(pd.Series(1., index=df.index)), OwnLoss()])
+    with pytest.raises(ValueError, match='did not use the item weights'): learn.fit(1, 1e-3)
