@@ -299,9 +299,7 @@ def oof_for(args, labels, seed, pool):
 # ---------------------------------------------------------------- rows
 def run_noisy(args, method, labels, seed, pool, test):
     from fastai.vision.all import set_seed
-    from labelcb.all import PLC, SoftLabel, RefineryLoop, label_audit
-    try: from labelcb.all import ELR
-    except ImportError: ELR = None
+    from labelcb.all import PLC, SoftLabel, RefineryLoop, label_audit, ELR
     row = {}
     frame = pool
     if method in OOF_METHODS:  # k-fold OOF on the training rows, same recipe per fold, shared by these rows
@@ -357,7 +355,7 @@ def run_noisy(args, method, labels, seed, pool, test):
     row.update(test_acc=test_accuracy(learn, test), seconds=secs, valid_clean_acc=valid_clean_accuracy(learn, pool))
     if getattr(cbs[0] if cbs else None, 'ready', None) is not None:  # PLC, ELR(start='model'): each epoch's held-out accuracy on the given labels, * once ready
         row['ready_log'] = ' '.join(f"{o['acc']:.3f}{'*' if o['ready'] else ''}" for o in cbs[0].ready.log)
-    elr = next((cb for cb in cbs if ELR is not None and isinstance(cb, ELR)), None)
+    elr = next((cb for cb in cbs if isinstance(cb, ELR)), None)
     if elr is not None:  # per epoch: λ/penalty/targets naming the given label; at the end, targets naming the clean label
         row['per_epoch'] = ' '.join(f'{h["epoch"]}:{h["lam"]:.1f}/{h["reg"]:.2f}/{h["agree"]:.2f}' for h in elr.history)
         t = elr.table

@@ -140,9 +140,9 @@ class TemporalEnsemble(LabelCallback):
         self._epoch_seen.zero_()
         self.unsup_weight = self.weight_at(self.epoch, self.n_epoch)
         if self.epoch == 0 and isinstance(self.rampup, int) and self.rampup >= self.n_epoch: self._warn_short_ramp()
-        soft = self.learn.loss_func  # the soft loss LabelCallback put in; the user's loss comes back after training
-        if not isinstance(soft, SoftCrossEntropyLoss): raise ValueError(
-            f"{type(self).__name__} trains on a loss of its own, which would drop what {type(soft).__name__} adds: "
+        holder, soft = self.label_loss()  # the soft loss LabelCallback put in, and a labelcb loss stacked on it if any
+        if holder is not None: raise ValueError(
+            f"{type(self).__name__} trains on a loss of its own, which would drop what {type(self.learn.loss_func).__name__} adds: "
             f"use {type(self).__name__} without the callback that put it in")
         if getattr(soft, 'reduction', 'mean') != 'mean': raise ValueError(
             f"{type(self).__name__}'s loss is a mean over the batch, as the paper's; reduction={soft.reduction!r} has no counterpart: "
