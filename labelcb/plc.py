@@ -130,8 +130,7 @@ class ProgressiveLabelCorrection(LabelCallback):
     def after_fit(self):
         "Say so when this fit corrected nothing because the model was not ready or the warm-up had not ended"
         if self.active and not self._correcting() and getattr(getattr(self.learn, 'opt', None), 'frozen_idx', 0) == 0:
-            if self.warmup == 'model': warnings.warn(f'PLC held its corrections in this fit: the model is not ready to judge labels yet, as '
-                                                     f'{self.ready.why_not()}; that costs nothing, and a longer fit lets it correct')
+            if self.warmup == 'model': self._warn_held('its corrections', 'correct', 'PLC')
             else: warnings.warn(f'PLC corrected nothing in this fit: its warm-up of {self.warmup} epochs has not ended '
                                 f'({self._epochs_done} training epochs so far); train longer or shorten the warm-up')
         super().after_fit()

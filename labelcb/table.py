@@ -473,6 +473,14 @@ class LabelCallback(UsesItemIndex, Callback):
     def _renew_ready(self):
         "New items: readiness starts over, from the `ModelReady` as it was given"
         if self.ready is not None: self.ready = deepcopy(self._ready_given) if self._ready_given is not None else ModelReady()
+    def _warn_held(self,
+        what:str, # What the fit held back: 'its corrections' (PLC), 'its penalty' (ELR)
+        then:str, # What a longer fit lets it do: 'correct', 'start'
+        who:str|None=None, # The callback's name as users write it (default: its class name)
+    ):
+        "Say that this fit held `what` back because the model never became ready to judge labels, and why"
+        warnings.warn(f'{who or type(self).__name__} held {what} in this fit: the model is not ready to judge labels yet, as '
+                      f'{self.ready.why_not()}; that costs nothing, and a longer fit lets it {then}')
 
     @property
     def idx(self)->Tensor:
