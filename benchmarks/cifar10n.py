@@ -58,7 +58,7 @@ ALL_METHODS = NOISY_METHODS + PARTIAL_METHODS + ['sela', 'sela_paper']
 PARTIAL_DIAGNOSTICS = ['temporal_w10', 'temporal_w30', 'pimodel_w30',  # consistency weights, unscaled by M/N
                        'partial_plain_os4', 'temporal_os4', 'pimodel_os4']  # labelled rows oversampled ×4: about a quarter of each batch labelled (Mean Teacher: 31 of 128)
 OVERSAMPLED = '_os4'
-DIAGNOSTIC_METHODS = PARTIAL_DIAGNOSTICS + ['plc_diff_p3', 'plc_diff_w50', 'plc_ratio_w50', 'elr_paper', 'elr_lam1', 'elr_s50', 'elr_model', 'plain_trace', 'clean_weight_oof15', 'clean_weight_elr_oof15']  # plain_trace: plain, saving each epoch's training-pass softmax per item  # PLC with its correction phase starting half-way: a question, not a default
+DIAGNOSTIC_METHODS = PARTIAL_DIAGNOSTICS + ['plc_diff_p3', 'plc_diff_w50', 'plc_ratio_w50', 'elr_paper', 'elr_lam1', 'elr_s50', 'elr_model', 'elr_model_p3', 'plain_trace', 'clean_weight_oof15', 'clean_weight_elr_oof15']  # plain_trace: plain, saving each epoch's training-pass softmax per item  # PLC with its correction phase starting half-way: a question, not a default
 # what each row is compared with, as the md tables say it
 COMPARED = dict(plain='clean-label ceiling (plain on clean)', plc_diff='plain, same labels and seed', plc_ratio='plain, same labels and seed',
                 softlabel='plain, same labels and seed', refinery='plain (= its R1), same labels and seed',
@@ -72,7 +72,7 @@ COMPARED = dict(plain='clean-label ceiling (plain on clean)', plc_diff='plain, s
                 clean_weight='plain, same labels and seed (time: + its OOF folds)', clean_relabel='plain, same labels and seed (time: + its OOF folds)',
                 elr_paper='plain, same labels and seed (diagnostic: ELR as the paper sets it)', elr_lam1='plain, same labels and seed (diagnostic: ELR λ=1)',
                 elr_s50='plain, same labels and seed (diagnostic: ELR from half-way)',
-                plc_diff_w50='plain, same labels and seed (diagnostic: warm-up 50%)', plc_diff_p3='plain, same labels and seed (diagnostic: ModelReady(patience=3))', elr_model='plain, same labels and seed', clean_weight_oof15='plain, same labels and seed (time: + its 15-epoch OOF folds)', clean_weight_elr_oof15='plain, same labels and seed (diagnostic: the 15-epoch audit\'s weights, then ELR(start=0.5); time: + its OOF folds)', plc_ratio_w50='plain, same labels and seed (diagnostic: warm-up 50%)')
+                plc_diff_w50='plain, same labels and seed (diagnostic: warm-up 50%)', plc_diff_p3='plain, same labels and seed (diagnostic: ModelReady(patience=3))', elr_model='plain, same labels and seed', elr_model_p3='plain, same labels and seed (diagnostic: ModelReady(patience=3))', clean_weight_oof15='plain, same labels and seed (time: + its 15-epoch OOF folds)', clean_weight_elr_oof15='plain, same labels and seed (diagnostic: the 15-epoch audit\'s weights, then ELR(start=0.5); time: + its OOF folds)', plc_ratio_w50='plain, same labels and seed (diagnostic: warm-up 50%)')
 
 
 def parse(argv=None):
@@ -299,7 +299,7 @@ def oof_for(args, labels, seed, pool):
 # ---------------------------------------------------------------- rows
 def run_noisy(args, method, labels, seed, pool, test):
     from fastai.vision.all import set_seed
-    from labelcb.all import PLC, SoftLabel, RefineryLoop, label_audit, ELR
+    from labelcb.all import PLC, SoftLabel, RefineryLoop, label_audit, ELR, ModelReady
     row = {}
     frame = pool
     if method in OOF_METHODS:  # k-fold OOF on the training rows, same recipe per fold, shared by these rows
@@ -324,7 +324,6 @@ def run_noisy(args, method, labels, seed, pool, test):
     elif method == 'plc_ratio': cbs = [PLC('ratio')]
     elif method == 'plc_diff_w50': cbs = [PLC('diff', warmup=0.5)]
     elif method == 'plc_diff_p3':
-        from labelcb.all import ModelReady
         cbs = [PLC('diff', ready=ModelReady(patience=3))]  # readiness after 3 level epochs, not 2
     elif method == 'plc_ratio_w50': cbs = [PLC('ratio', warmup=0.5)]
     elif method == 'softlabel': cbs = [SoftLabel(oof)]
@@ -334,9 +333,10 @@ def run_noisy(args, method, labels, seed, pool, test):
         cbs = [ItemWeights(frame['weight'])] + ([ELR(start=0.5)] if '_elr' in method else [])  # _elr: the audit's weights, then ELR on top
     elif method == 'elr': cbs = [ELR()]
     elif method == 'elr_paper': cbs = [ELR(lam=3., start=0)]
-    elif method == 'elr_lam1': cbs = [ELR(lam=1.)]
+    elif method == 'elr_lam1': cbs = [ELR(lam=1., start=0)]
     elif method == 'elr_s50': cbs = [ELR(start=0.5)]
     elif method == 'elr_model': cbs = [ELR(start='model')]
+    elif method == 'elr_model_p3': cbs = [ELR(start='model', ready=ModelReady(patience=3))]  # the start PLC() has: 3 level epochs after the learning rate's peak
     elif method == 'refinery':
         w = plain_weights(args, labels, seed)
         r1 = make_learner(args, dls)
@@ -627,7 +627,8 @@ HEADLINE_METHODS = dict(plain='plain fastai', elr='`ELR()`', clean_drop="clean, 
                         clean_relabel="clean, then retrain ('relabel')",
                         softlabel='`SoftLabel` (k-fold OOF)', refinery='`RefineryLoop` R2', plc_diff_p3="`PLC()` (from when the model is ready: 3 level epochs)", plc_diff="`PLC(ready=ModelReady(patience=2))` (the default until 3)", plc_ratio="`PLC('ratio')`",
                         elr_paper='`ELR()` (the default: the paper\'s λ = 3 from the first epoch)', elr_s50='`ELR(start=0.5)`',
-                        elr_model="`ELR(start='model')` (measured with ModelReady(patience=2))")
+                        elr_model="`ELR(start='model')` (measured with ModelReady(patience=2))",
+                        elr_model_p3="`ELR(start='model')` (from when the model is ready: 3 level epochs)")
 
 
 def headline(df:pd.DataFrame, n_train=10000, width=16, precision='bf16')->str:
@@ -636,10 +637,11 @@ def headline(df:pd.DataFrame, n_train=10000, width=16, precision='bf16')->str:
     every = df[(df.n_train == n_train) & (df.width == width) & (df.precision == precision)]
     if not len(every): return ''
     rows = []
-    for (lab, epochs) in [(lab, e) for e in sorted(every.epochs.unique()) for lab in ('worse', 'random1')]:
+    for (lab, epochs) in [(lab, e) for e in sorted(every.epochs.unique()) for lab in ('worse', 'random1', 'clean')]:
         g = every[every.epochs == epochs]
         base = g[(g.labels == lab) & (g.method == 'plain')].set_index('seed')
         for m, name in HEADLINE_METHODS.items():
+            if lab == 'clean' and m == 'plain': continue  # the ceiling, in the table's last rows; a method on clean labels: what it costs when there is nothing to fix
             h = g[(g.labels == lab) & (g.method == m)].set_index('seed')
             if not len(h): continue
             acc = h.test_acc
