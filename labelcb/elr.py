@@ -159,9 +159,8 @@ class ELR(LabelCallback):
         super().after_train(); self._loss = None
 
     def after_fit(self):
-        "Say so when this fit held the penalty back because the model never became ready (fine_tune's frozen fit aside)"
-        if self.active and self.start == 'model' and not self.ready.ready and getattr(getattr(self.learn, 'opt', None), 'frozen_idx', 0) == 0:
-            self._warn_held('its penalty', 'start')
+        "With start='model': say so when this fit held the penalty back because the model never became ready"
+        self._warn_held('its penalty', 'start')
         super().after_fit()
 
 # %% ../nbs/elr.ipynb #855c521a

@@ -129,10 +129,10 @@ class ProgressiveLabelCorrection(LabelCallback):
 
     def after_fit(self):
         "Say so when this fit corrected nothing because the model was not ready or the warm-up had not ended"
-        if self.active and not self._correcting() and getattr(getattr(self.learn, 'opt', None), 'frozen_idx', 0) == 0:
-            if self.warmup == 'model': self._warn_held('its corrections', 'correct', 'PLC')
-            else: warnings.warn(f'PLC corrected nothing in this fit: its warm-up of {self.warmup} epochs has not ended '
-                                f'({self._epochs_done} training epochs so far); train longer or shorten the warm-up')
+        if self.warmup == 'model': self._warn_held('its corrections', 'correct', 'PLC')
+        elif self.active and not self._correcting() and getattr(getattr(self.learn, 'opt', None), 'frozen_idx', 0) == 0:
+            warnings.warn(f'PLC corrected nothing in this fit: its warm-up of {self.warmup} epochs has not ended '
+                          f'({self._epochs_done} training epochs so far); train longer or shorten the warm-up')
         super().after_fit()
 
     def _wants_probs(self)->bool:

@@ -478,7 +478,8 @@ class LabelCallback(UsesItemIndex, Callback):
         then:str, # What a longer fit lets it do: 'correct', 'start'
         who:str|None=None, # The callback's name as users write it (default: its class name)
     ):
-        "Say that this fit held `what` back because the model never became ready to judge labels, and why"
+        "At a fit's end: if the model never became ready to judge labels in it, say what was held back and why (fine_tune's frozen fit aside)"
+        if not self.active or self.ready is None or self.ready.ready or getattr(getattr(self.learn, 'opt', None), 'frozen_idx', 0): return
         warnings.warn(f'{who or type(self).__name__} held {what} in this fit: the model is not ready to judge labels yet, as '
                       f'{self.ready.why_not()}; that costs nothing, and a longer fit lets it {then}')
 
